@@ -1,0 +1,11 @@
+"""What can be chosen: spaces, the Arch record, validation, sampling. Knows nothing about torch."""
+from .arch import BLOCK_TYPES, FORMAT_VERSION, MERGE_TYPES, Arch, ArchError, Layer
+from .registry import UnknownSpaceError, get_space, list_spaces, register_space
+from .scale import Scale
+from .space import SearchSpace, StageRule
+from . import psvit, psvit_ext  # noqa: F401  (registers the built-in spaces)
+
+__all__ = [
+    "Arch", "ArchError", "Layer", "Scale", "SearchSpace", "StageRule", "UnknownSpaceError",
+    "BLOCK_TYPES", "MERGE_TYPES", "FORMAT_VERSION", "get_space", "list_spaces", "register_space",
+]

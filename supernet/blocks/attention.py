@@ -1,0 +1,78 @@
+"""Multi-head self-attention (MHSA) and PSViT's attention-sharing MHSA.
+
+Attention is written out as softmax(QK^T)V rather than fused, because a following 'shared' layer
+needs the map: it has no Q/K of its own, skips QK^T and applies the previous layer's map to its V.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from timm.layers import DropPath
+
+from .elastic import ElasticMlp, hidden_features
+
+
+class Attention(nn.Module):
+    """Global MHSA on (B, N, C) tokens; returns the output and the attention map (B, heads, N, N)."""
+
+    def __init__(self, dim: int, num_heads: int, shared: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.shared = shared
+        if shared:
+            self.v = nn.Linear(dim, dim)
+        else:
+            self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, attn=None):
+        B, N, C = x.shape
+        if self.shared:
+            if attn is None:
+                raise ValueError("a shared-attention layer needs the previous layer's attention map")
+            v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        else:
+            q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(x), attn
+
+    @staticmethod
+    def cost(tokens: int, dim: int, shared: bool = False) -> tuple[int, int]:
+        n, c = tokens, dim
+        if shared:
+            return 2 * n * c * c + n * n * c, 2 * (c * c + c)
+        return 4 * n * c * c + 2 * n * n * c, 4 * (c * c + c)
+
+
+class MhsaBlock(nn.Module):
+    """Pre-norm transformer block on (B, H, W, C) tokens: x + MHSA(LN(x)), x + MLP(LN(x)).
+
+    With shared=True the attention reuses the map handed in by the previous block.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, shared: bool = False, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, shared=shared)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = ElasticMlp(dim, hidden_features(dim, mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x, attn=None, layer=None):
+        B, H, W, C = x.shape
+        hidden = hidden_features(C, layer.mlp_ratio) if layer is not None else None
+        t = x.reshape(B, H * W, C)
+        y, attn = self.attn(self.norm1(t), attn)
+        t = t + self.drop_path(y)
+        t = t + self.drop_path(self.mlp(self.norm2(t), hidden))
+        return t.reshape(B, H, W, C), attn
+
+    @staticmethod
+    def cost(dim: int, num_heads: int, side: int, layer, scale) -> tuple[int, int]:
+        n = side * side
+        a_macs, a_params = Attention.cost(n, dim, shared=layer.block == "shared")
+        m_macs, m_params = ElasticMlp.cost(n, dim, hidden_features(dim, layer.mlp_ratio))
+        return a_macs + m_macs, a_params + m_params + 4 * dim

@@ -1,0 +1,254 @@
+"""The standalone network of one architecture (ArchNet), the weight-sharing Supernet, and extraction.
+
+Both share stem, position embedding, final norm and head; a stage of ArchNet holds one block per
+layer, a stage of the Supernet one block per (layer index, block type) allowed there, built at the
+widest elastic choice. Parameter names differ only by that block-type (or merge-operator) key, which
+is what `Supernet.extract` maps and slices.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from timm.layers import PatchEmbed, trunc_normal_
+from timm.models import register_model
+
+from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_space
+
+from .blocks import center_slice, make_block, make_merge
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class Stem(nn.Module):
+    """Patchify convolution (kernel = stride = stem_stride) with LN, plus a learned position embedding."""
+
+    def __init__(self, scale: Scale):
+        super().__init__()
+        dim, side = scale.embed_dims[0], scale.img_size // scale.stem_stride
+        self.patch_embed = PatchEmbed(
+            scale.img_size, scale.stem_stride, scale.in_chans, dim, norm_layer=nn.LayerNorm, output_fmt="NHWC"
+        )
+        self.pos_embed = nn.Parameter(torch.zeros(1, side, side, dim))
+        trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, x):
+        return self.patch_embed(x) + self.pos_embed
+
+    @staticmethod
+    def cost(scale: Scale) -> tuple[int, int]:
+        dim, side, p = scale.embed_dims[0], scale.img_size // scale.stem_stride, scale.stem_stride
+        return side * side * p * p * scale.in_chans * dim, p * p * scale.in_chans * dim + dim + 2 * dim + side * side * dim
+
+
+class Head(nn.Module):
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x):  # (B, H, W, C)
+        return self.fc(self.norm(x).mean(dim=(1, 2)))
+
+    @staticmethod
+    def cost(dim: int, num_classes: int) -> tuple[int, int]:
+        return dim * num_classes, 2 * dim + (dim * num_classes + num_classes if num_classes > 0 else 0)
+
+
+class Stage(nn.Module):
+    def __init__(self, downsample: nn.Module | None, blocks: list[nn.Module]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        if self.downsample is not None:
+            x = self.downsample(x)
+        attn = None
+        for block in self.blocks:
+            x, attn = block(x, attn)
+        return x
+
+
+class ArchNet(nn.Module):
+    """The network of one architecture at one scale; what timm.create_model builds and extract returns."""
+
+    def __init__(self, arch: Arch, scale: Scale, drop_path_rate: float = 0.0):
+        super().__init__()
+        scale.check()
+        self.arch, self.scale = arch, scale
+        self.num_classes = scale.num_classes
+        self.num_features = scale.embed_dims[-1]
+        self.stem = Stem(scale)
+        total = sum(arch.depths)
+        rates = torch.linspace(0, drop_path_rate, max(total, 1)).tolist()
+        stages, k = [], 0
+        for i, (layers, dim, heads, side) in enumerate(zip(arch.stages, scale.embed_dims, scale.num_heads, scale.grids())):
+            down = make_merge(arch.merges[i - 1], scale.embed_dims[i - 1], dim) if i else None
+            blocks = [make_block(layer, dim, heads, side, scale, rates[k + j]) for j, layer in enumerate(layers)]
+            k += len(layers)
+            stages.append(Stage(down, blocks))
+        self.stages = nn.ModuleList(stages)
+        self.head = Head(self.num_features, scale.num_classes)
+        self.apply(_init_weights)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+    def get_classifier(self):
+        return self.head.fc
+
+
+class SuperStage(nn.Module):
+    def __init__(self, downsample: nn.ModuleDict | None, blocks: list[nn.ModuleDict]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, layers: tuple[Layer, ...], merge: str | None):
+        if self.downsample is not None:
+            x = self.downsample[merge](x)
+        attn = None
+        for block, layer in zip(self.blocks, layers):
+            x, attn = block[layer.block](x, attn, layer)
+        return x
+
+
+class Supernet(nn.Module):
+    """Every choice of a space at once; `supernet(x, arch)` runs one architecture's path.
+
+    Weights are shared per (stage, layer index, block type); the MLP ratio and the strip width are
+    slices of the widest weight; the super-token grid needs no weight of its own.
+    """
+
+    def __init__(self, space: SearchSpace, scale: Scale | str = "target"):
+        super().__init__()
+        scale = space.scale(scale)
+        scale.check()
+        self.space, self.scale = space, scale
+        self.stem = Stem(scale)
+        stages = []
+        for i, (rule, dim, heads, side) in enumerate(zip(space.stages, scale.embed_dims, scale.num_heads, scale.grids())):
+            down = None
+            if i:
+                down = nn.ModuleDict({op: make_merge(op, scale.embed_dims[i - 1], dim) for op in space.merges[i - 1]})
+            widest = {}
+            for block in rule.blocks:
+                values = rule.values(block)
+                field = {"mlp_ratio": max(rule.mlp_ratios), "strip_width": max(rule.strip_widths), "grid": values[0]}
+                name = {"strip": "strip_width", "stoken": "grid"}.get(block, "mlp_ratio")
+                widest[block] = Layer(block=block, **{name: field[name]})
+            blocks = []
+            for j in range(max(rule.depths)):
+                types = [b for b in rule.blocks if b != "shared" or j > 0]
+                blocks.append(nn.ModuleDict({b: make_block(widest[b], dim, heads, side, scale) for b in types}))
+            stages.append(SuperStage(down, blocks))
+        self.stages = nn.ModuleList(stages)
+        self.head = Head(scale.embed_dims[-1], scale.num_classes)
+        self.apply(_init_weights)
+
+    def forward(self, x, arch: Arch):
+        if arch.space != self.space.name:
+            raise ArchError(f"space: {arch.space!r} does not match the supernet's space {self.space.name!r}")
+        x = self.stem(x)
+        for i, (stage, layers) in enumerate(zip(self.stages, arch.stages)):
+            x = stage(x, layers, arch.merges[i - 1] if i else None)
+        return self.head(x)
+
+    def supernet_name(self, name: str, arch: Arch) -> str:
+        """The supernet parameter or buffer behind an ArchNet one: insert the block type or merge operator."""
+        parts = name.split(".")
+        if parts[0] == "stages":
+            i = int(parts[1])
+            if parts[2] == "downsample":
+                parts.insert(3, arch.merges[i - 1])
+            elif parts[2] == "blocks":
+                parts.insert(4, arch.stages[i][int(parts[3])].block)
+        return ".".join(parts)
+
+    def extract(self, arch: Arch, drop_path_rate: float = 0.0) -> ArchNet:
+        """A standalone ArchNet holding copies of this path's weights (elastic sizes sliced)."""
+        self.space.validate(arch)
+        net = ArchNet(arch, self.scale, drop_path_rate=drop_path_rate)
+        source = self.state_dict()
+        state = {}
+        for name, target in net.state_dict().items():
+            tensor = source[self.supernet_name(name, arch)]
+            if tensor.shape != target.shape:
+                module = self.get_submodule(self.supernet_name(name, arch).rsplit(".", 1)[0])
+                is_kernel = isinstance(module, nn.modules.conv._ConvNd) and name.endswith("weight")
+                index = tuple(
+                    center_slice(t, s) if is_kernel and d >= 2 else slice(0, t)
+                    for d, (s, t) in enumerate(zip(tensor.shape, target.shape))
+                )
+                tensor = tensor[index]
+            state[name] = tensor.detach().clone()
+        net.load_state_dict(state)
+        return net.to(next(self.parameters()).device)
+
+
+def resolve_arch(arch, space_name: str) -> Arch:
+    """An Arch from an Arch, a dict, a JSON string or a path to a JSON file, validated against the space."""
+    space = get_space(space_name)
+    if isinstance(arch, Arch):
+        parsed = arch
+    elif isinstance(arch, dict):
+        parsed = Arch.from_dict(arch)
+    elif isinstance(arch, (str, Path)) and str(arch).lstrip().startswith("{"):
+        parsed = Arch.from_json(str(arch))
+    elif isinstance(arch, (str, Path)):
+        parsed = Arch.load(arch)
+    else:
+        raise ArchError(f"arch must be an Arch, a dict, JSON text or a JSON file path; got {type(arch).__name__}")
+    return space.validate(parsed)
+
+
+def create_arch_net(space_name: str, arch=None, scale: Scale | str = "target", img_size: int | None = None,
+                    num_classes: int | None = None, in_chans: int | None = None, drop_path_rate: float = 0.0) -> ArchNet:
+    if arch is None:
+        raise ArchError(f"timm.create_model({space_name!r}) needs arch=<Arch, dict, JSON text or JSON path>")
+    space = get_space(space_name)
+    scale = space.scale(scale).with_overrides(img_size=img_size, num_classes=num_classes, in_chans=in_chans)
+    return ArchNet(resolve_arch(arch, space_name), scale, drop_path_rate=drop_path_rate)
+
+
+def register_space_model(space_name: str):
+    """Register a timm entrypoint named after a (user-added) space: timm.create_model(space_name, arch=...)."""
+
+    def entrypoint(pretrained: bool = False, **kwargs) -> ArchNet:
+        return _create(space_name, pretrained, kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = space_name
+    entrypoint.__module__ = __name__
+    return register_model(entrypoint)
+
+
+def _create(space_name: str, pretrained: bool, kwargs: dict) -> ArchNet:
+    if pretrained:
+        raise ValueError(f"no pretrained weights exist for {space_name!r}; train the architecture with python -m nas.retrain")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return create_arch_net(space_name, **kwargs)
+
+
+@register_model
+def psvit(pretrained: bool = False, **kwargs) -> ArchNet:
+    return _create("psvit", pretrained, kwargs)
+
+
+@register_model
+def psvit_ext(pretrained: bool = False, **kwargs) -> ArchNet:
+    return _create("psvit_ext", pretrained, kwargs)
