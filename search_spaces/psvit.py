@@ -21,7 +21,7 @@ PSVIT = register_space(
         ),
         merges=(("pool",), ("pool",)),
         total_depths=(10, 11, 12, 13, 14),
-        target=Scale(name="target", img_size=224, stem_stride=8, embed_dims=(128, 256, 512), num_heads=(2, 4, 8)),
+        target=Scale(name="target", img_size=224, stem_stride=8, embed_dims=(176, 352, 704), num_heads=(2, 4, 8)),
         proxy=Scale(name="proxy", img_size=32, stem_stride=4, embed_dims=(32, 64, 128), num_heads=(1, 2, 4), num_classes=10),
         rules=(
             "stage depths d1+d2+d3 lie in the allowed totals: tokens are pooled after layer d1 and after layer d1+d2",

@@ -24,7 +24,7 @@ PSVIT_EXT = register_space(
         stages=(
             StageRule(depths=(1, 2, 3), blocks=("maf", "strip", "stoken"), mlp_ratios=_RATIOS, strip_widths=_STRIPS, grids=(4, 8)),
             StageRule(depths=(2, 3, 4, 5), blocks=("mhsa", "shared", "maf", "strip", "stoken"), mlp_ratios=_RATIOS, strip_widths=_STRIPS, grids=(2, 4)),
-            StageRule(depths=(4, 6, 8, 10), blocks=("mhsa", "shared", "strip", "stoken"), mlp_ratios=_RATIOS, strip_widths=_STRIPS, grids=(1, 2)),
+            StageRule(depths=(3, 5, 7), blocks=("mhsa", "shared", "strip", "stoken"), mlp_ratios=_RATIOS, strip_widths=_STRIPS, grids=(1, 2)),
             StageRule(depths=(1, 2, 3), blocks=("mhsa", "shared", "strip", "stoken"), mlp_ratios=_RATIOS, strip_widths=_STRIPS, grids=(1,)),
         ),
         merges=(_MERGES, _MERGES, _MERGES),

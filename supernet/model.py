@@ -88,7 +88,7 @@ class ArchNet(nn.Module):
         self.num_features = scale.embed_dims[-1]
         self.stem = Stem(scale)
         total = sum(arch.depths)
-        rates = torch.linspace(0, drop_path_rate, max(total, 1)).tolist()
+        rates = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
         stages, k = [], 0
         for i, (layers, dim, heads, side) in enumerate(zip(arch.stages, scale.embed_dims, scale.num_heads, scale.grids())):
             down = make_merge(arch.merges[i - 1], scale.embed_dims[i - 1], dim) if i else None

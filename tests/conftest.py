@@ -1,0 +1,51 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from search_spaces import Scale, get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny scales: the same architectures at a size a 2-core CPU runs in milliseconds.
+TINY = {
+    "psvit": Scale(name="tiny", img_size=16, stem_stride=2, embed_dims=(16, 32, 64), num_heads=(1, 2, 2), num_classes=5),
+    "psvit_ext": Scale(name="tiny", img_size=16, stem_stride=2, embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 2), num_classes=5),
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=sorted(TINY))
+def space_name(request):
+    return request.param
+
+
+@pytest.fixture
+def space(space_name):
+    return get_space(space_name)
+
+
+@pytest.fixture
+def tiny(space_name):
+    return TINY[space_name]
+
+
+def run_module(module: str, *args: str, cwd=None, timeout=300):
+    """Run `python -m module args` as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout)
+
+
+def assert_user_error(proc, *fragments: str):
+    """Exit status 2, no traceback, one line on stderr containing every fragment."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
