@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from .arch import BLOCK_TYPES, MERGE_TYPES, Arch, ArchError, Layer
 from .scale import Scale
@@ -95,8 +95,14 @@ class SearchSpace:
         return _sequence_counter(self.stages[i].options())
 
     def depth_tuples(self) -> list[tuple[int, ...]]:
+        return list(self._depth_table[0])
+
+    @cached_property
+    def _depth_table(self) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+        """Legal depth tuples and, for each, the number of legal architectures with those depths (merges aside)."""
         combos = itertools.product(*(r.depths for r in self.stages))
-        return [d for d in combos if self.total_depths is None or sum(d) in self.total_depths]
+        tuples = tuple(d for d in combos if self.total_depths is None or sum(d) in self.total_depths)
+        return tuples, tuple(self._depth_weight(d) for d in tuples)
 
     def _depth_weight(self, depths: tuple[int, ...]) -> int:
         w = 1
@@ -108,7 +114,7 @@ class SearchSpace:
         merges = 1
         for ops in self.merges:
             merges *= len(ops)
-        return merges * sum(self._depth_weight(d) for d in self.depth_tuples())
+        return merges * sum(self._depth_table[1])
 
     # ------------------------------------------------------------------ validation
     def validate(self, arch: Arch) -> Arch:
@@ -175,8 +181,8 @@ class SearchSpace:
     def sample(self, rng: random.Random | int | None = None) -> Arch:
         """One architecture drawn uniformly from the legal set."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        tuples = self.depth_tuples()
-        depths = tuples[_weighted_index([self._depth_weight(d) for d in tuples], rng)]
+        tuples, weights = self._depth_table
+        depths = tuples[_weighted_index(list(weights), rng)]
         merges = tuple(rng.choice(ops) for ops in self.merges)
         stages = tuple(self._sample_stage(i, d, rng) for i, d in enumerate(depths))
         return Arch(space=self.name, stages=stages, merges=merges)
