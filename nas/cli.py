@@ -11,6 +11,10 @@ class UserError(Exception):
     """A mistake in what the user asked for; its message says what is wrong and what is allowed."""
 
 
+class RunFailed(Exception):
+    """A run that cannot go on (e.g. a diverged loss); exit status 1 with one line, no traceback."""
+
+
 USER_ERRORS = (UserError, ArchError, UnknownSpaceError)
 
 
@@ -24,6 +28,9 @@ def run_cli(main):
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except RunFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -74,3 +74,46 @@ def arch_costs(arch: Arch, scale: Scale, space: SearchSpace | None = None) -> Co
         for layer in layers:
             total += Costs(*block_cost(layer, dim, heads, side, scale))
     return total + Costs(*Head.cost(scale.embed_dims[-1], scale.num_classes))
+
+
+def extreme_arch(space: SearchSpace, scale: Scale, largest: bool, key: str = "macs") -> Arch:
+    """The legal architecture with the most (largest=True) or fewest MACs (or params) at `scale`.
+
+    Exact: costs add up over layers and merges, a layer's cost depends only on its stage and choice,
+    so each stage is optimised by dynamic programming over layer sequences (the sharing rule is the
+    only coupling), then the depth tuples and merges are enumerated.
+    """
+    from search_spaces import Layer  # noqa: F401  (type of the options)
+
+    better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
+    pick = 0 if key == "macs" else 1
+    grids = scale.grids()
+    best_stage: list[dict[int, tuple[float, tuple]]] = []
+    for i, rule in enumerate(space.stages):
+        cost = {o: block_cost(o, scale.embed_dims[i], scale.num_heads[i], grids[i], scale)[pick] for o in rule.options()}
+        # best[n][prev_mhsa] = (cost, layers) of the best n-layer sequence given the state before it
+        best = {0: {False: (0, ()), True: (0, ())}}
+        for n in range(1, max(rule.depths) + 1):
+            best[n] = {}
+            for prev in (False, True):
+                cand = None
+                for o, c in cost.items():
+                    if o.block == "shared" and not prev:
+                        continue
+                    rest_cost, rest = best[n - 1][o.block == "mhsa"]
+                    total = c + rest_cost
+                    if cand is None or better(total, cand[0]):
+                        cand = (total, (o,) + rest)
+                best[n][prev] = cand
+        best_stage.append({d: best[d][False] for d in rule.depths})
+    merges = []
+    for b, ops in enumerate(space.merges):
+        costs_b = {op: merge_cost(op, scale.embed_dims[b], scale.embed_dims[b + 1], grids[b])[pick] for op in ops}
+        merges.append(max(costs_b, key=costs_b.get) if largest else min(costs_b, key=costs_b.get))
+    chosen = None
+    for depths in space.depth_tuples():
+        total = sum(best_stage[i][d][0] for i, d in enumerate(depths))
+        if chosen is None or better(total, chosen[0]):
+            chosen = (total, depths)
+    stages = tuple(best_stage[i][d][1] for i, d in enumerate(chosen[1]))
+    return space.validate(Arch(space.name, stages, tuple(merges)))

@@ -7,12 +7,12 @@ is what `Supernet.extract` maps and slices.
 """
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models import register_model
 
 from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_space
@@ -28,24 +28,51 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class Stem(nn.Module):
-    """Patchify convolution (kernel = stride = stem_stride) with LN, plus a learned position embedding."""
+    """Convolutional stem: log2(stem_stride) 3x3 stride-2 convolutions, widths doubling up to the first
+    stage's width, GELU between them, LN after; plus a learned position embedding.
+
+    Overlapping convolutions give every token a local neighbourhood, which attention-only paths need
+    to learn from small data (a patchify stem leaves them near chance on 32x32 inputs).
+    """
 
     def __init__(self, scale: Scale):
         super().__init__()
         dim, side = scale.embed_dims[0], scale.img_size // scale.stem_stride
-        self.patch_embed = PatchEmbed(
-            scale.img_size, scale.stem_stride, scale.in_chans, dim, norm_layer=nn.LayerNorm, output_fmt="NHWC"
-        )
+        widths = self.widths(scale)
+        layers, c_in = [], scale.in_chans
+        for k, c_out in enumerate(widths):
+            layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1))
+            if k < len(widths) - 1:
+                layers.append(nn.GELU())
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, side, side, dim))
         trunc_normal_(self.pos_embed, std=0.02)
 
+    @staticmethod
+    def widths(scale: Scale) -> list[int]:
+        n = int(math.log2(scale.stem_stride))
+        if 2**n != scale.stem_stride or n < 1:
+            raise ValueError(f"scale {scale.name}: stem_stride must be a power of two >= 2, got {scale.stem_stride}")
+        dim = scale.embed_dims[0]
+        return [max(dim >> (n - 1 - k), 8) if k < n - 1 else dim for k in range(n)]
+
     def forward(self, x):
-        return self.patch_embed(x) + self.pos_embed
+        return self.norm(self.convs(x).permute(0, 2, 3, 1)) + self.pos_embed
 
     @staticmethod
     def cost(scale: Scale) -> tuple[int, int]:
-        dim, side, p = scale.embed_dims[0], scale.img_size // scale.stem_stride, scale.stem_stride
-        return side * side * p * p * scale.in_chans * dim, p * p * scale.in_chans * dim + dim + 2 * dim + side * side * dim
+        macs = params = 0
+        side, c_in = scale.img_size, scale.in_chans
+        for c_out in Stem.widths(scale):
+            side = (side + 1) // 2
+            macs += side * side * 9 * c_in * c_out
+            params += 9 * c_in * c_out + c_out
+            c_in = c_out
+        dim = scale.embed_dims[0]
+        n = (scale.img_size // scale.stem_stride) ** 2
+        return macs, params + 2 * dim + n * dim
 
 
 class Head(nn.Module):

@@ -1,0 +1,66 @@
+"""Supernet checkpoints: written atomically, read with torch.load(weights_only=True).
+
+A checkpoint names its space and scale; loading it into another space or scale is refused with a
+message saying which it is for. Only plain types and tensors are stored, so weights_only loading
+needs no allow-list and a downloaded file can never run code.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from search_spaces import Scale, get_space
+from search_spaces.atomic import write_bytes_atomic
+
+from .cli import UserError
+
+KIND = "psvit-nas supernet"
+FORMAT = 1
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    buf = io.BytesIO()
+    torch.save({"kind": KIND, "format": FORMAT, **state}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
+        raise UserError(f"{str(path)!r} is not a psvit-nas supernet checkpoint")
+    if ckpt.get("format") != FORMAT:
+        raise UserError(f"checkpoint {str(path)!r} has format {ckpt.get('format')!r}; this version reads format {FORMAT}")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, path, space_name: str, scale: Scale) -> None:
+    """Refuse a checkpoint of another space or scale, naming both."""
+    if ckpt["space"] != space_name:
+        raise UserError(f"checkpoint {str(path)!r} is for space {ckpt['space']!r}, not {space_name!r}")
+    theirs = Scale.from_dict(ckpt["scale"])
+    if theirs != scale:
+        diff = [k for k in scale.to_dict() if scale.to_dict()[k] != theirs.to_dict()[k]]
+        raise UserError(f"checkpoint {str(path)!r} is for another scale of {space_name} (differs in {', '.join(diff)}: "
+                        f"{', '.join(f'{k}={theirs.to_dict()[k]}' for k in diff)})")
+
+
+def supernet_from_checkpoint(path: str | Path):
+    """(Supernet with the checkpoint's weights, checkpoint dict)."""
+    from supernet import Supernet
+
+    ckpt = load_checkpoint(path)
+    space = get_space(ckpt["space"])
+    net = Supernet(space, Scale.from_dict(ckpt["scale"]))
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {str(path)!r} does not fit space {space.name} ({str(e).splitlines()[0][:120]})") from None
+    return net, ckpt

@@ -1,0 +1,58 @@
+"""Data-parallel supernet training on several workers (GPUs or machines) through Ray Train.
+
+Each worker runs the same Trainer; Ray Train's TorchTrainer sets up torch.distributed, the Trainer
+shards every batch by rank and averages gradients (the sampled paths are identical on all workers).
+Rank 0 writes the checkpoint, the log and the summary into the run folder, which must be visible to
+all workers (one machine, or a shared file system on a cluster).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .cli import UserError
+from .train import SUMMARY, TrainConfig
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+    """Join the cluster at `address` or start a private Ray instance on localhost, dashboard off."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     log_to_driver=False, configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise UserError(f"--address {address}: cannot reach a Ray cluster there ({str(e).splitlines()[0][:120]})") from None
+    return ray
+
+
+def _worker_loop(config: dict) -> None:
+    import ray.train
+
+    from .train import Trainer
+
+    summary = Trainer(TrainConfig(**config)).run()
+    ray.train.report({"val_acc_largest": summary["val_acc_largest"], "val_acc_smallest": summary["val_acc_smallest"]})
+
+
+def train_with_ray(cfg: TrainConfig, num_workers: int, use_gpu: bool, address: str | None = None) -> dict:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(cfg.out).resolve()
+    cfg = TrainConfig(**{**asdict(cfg), "out": str(out), "device": "auto" if use_gpu else "cpu"})
+    start_ray(address)
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=asdict(cfg),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=str(out / "ray"), name="train_supernet"),
+    )
+    trainer.fit()
+    return json.loads((out / SUMMARY).read_text())

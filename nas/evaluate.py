@@ -1,0 +1,69 @@
+"""Accuracy of one path of the supernet with inherited weights.
+
+BatchNorm statistics collected while training mixed paths do not fit any single path, so a path with
+BatchNorm is recalibrated first: its BN layers' statistics are reset and re-estimated (cumulative
+average) over a fixed number of training batches, in place, without copying the supernet; afterwards
+the supernet's own statistics are put back, so evaluating never changes the supernet.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from search_spaces import Arch
+
+
+def path_modules(net, arch: Arch) -> list[nn.Module]:
+    """The supernet modules that `net(x, arch)` runs."""
+    mods = [net.stem, net.head]
+    for i, stage in enumerate(net.stages):
+        if i:
+            mods.append(stage.downsample[arch.merges[i - 1]])
+        mods.extend(stage.blocks[j][layer.block] for j, layer in enumerate(arch.stages[i]))
+    return mods
+
+
+def path_batchnorms(net, arch: Arch) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for root in path_modules(net, arch) for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _device(net) -> torch.device:
+    return next(net.parameters()).device
+
+
+@torch.no_grad()
+def accuracy(net, arch: Arch, loader, max_batches: int | None = None) -> float:
+    device, correct, total = _device(net), 0, 0
+    for x, y in itertools.islice(loader, max_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        correct += (net(x, arch).argmax(dim=1) == y).sum().item()
+        total += y.numel()
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def evaluate(net, arch: Arch, loader, calib_loader=None, calib_batches: int = 20, max_batches: int | None = None) -> float:
+    """Top-1 accuracy of `arch` with inherited weights on `loader`, BN recalibrated on `calib_loader`."""
+    was_training = net.training
+    net.eval()
+    bns = path_batchnorms(net, arch) if calib_loader is not None and calib_batches > 0 else []
+    saved = [(bn, {k: v.clone() for k, v in bn.state_dict().items()}, bn.momentum) for bn in bns]
+    try:
+        if bns:
+            device = _device(net)
+            for bn in bns:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative moving average over the calibration batches
+                bn.train()
+            for x, _ in itertools.islice(calib_loader, calib_batches):
+                net(x.to(device, non_blocking=True), arch)
+            for bn in bns:
+                bn.eval()
+        return accuracy(net, arch, loader, max_batches)
+    finally:
+        for bn, state, momentum in saved:
+            bn.load_state_dict(state)
+            bn.momentum = momentum
+        net.train(was_training)

@@ -1,0 +1,86 @@
+"""A search run's result files: trials.csv/.parquet, pareto.csv, best.json (+ results/best.json), report.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from search_spaces.atomic import write_bytes_atomic, write_text_atomic
+
+from .pareto import pareto_mask
+
+COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "is_pareto", "eval_time_s", "duration_s", "arch"]
+
+
+def trials_frame(run_dir: Path) -> pd.DataFrame:
+    """One row per finished trial of the run's Optuna journal."""
+    from optuna.trial import TrialState
+
+    from .search import EVALUATIONS, study_trials
+
+    evaluations = {}
+    if (run_dir / EVALUATIONS).exists():
+        for line in (run_dir / EVALUATIONS).read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                evaluations[record["trial"]] = record
+    rows = []
+    for t in study_trials(run_dir):
+        if t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "arch" not in t.user_attrs:
+            continue
+        feasible = bool(t.user_attrs["feasible"])
+        ok = t.state == TrialState.COMPLETE
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else np.nan
+        rows.append({
+            "trial": t.number, "status": "ok" if ok else "failed", "feasible": feasible,
+            "acc": t.values[0] if ok and feasible else np.nan,
+            "macs": t.user_attrs["macs"], "params": t.user_attrs["params"], "latency_ms": np.nan,
+            "is_pareto": False, "duration_s": duration, "arch": t.user_attrs["arch"],
+            "evaluated": bool(evaluations.get(t.number, {}).get("evaluated", False)),
+            "eval_time_s": evaluations.get(t.number, {}).get("eval_time_s", np.nan),
+        })
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.astype({"feasible": bool, "is_pareto": bool, "evaluated": bool})
+
+
+def mark_pareto(df: pd.DataFrame, cost: str = "macs") -> pd.DataFrame:
+    df = df.copy()
+    df["is_pareto"] = False
+    ok = (df["status"] == "ok") & df["feasible"] & df["acc"].notna()
+    df.loc[ok, "is_pareto"] = pareto_mask(df[ok], ["acc"], [cost])
+    return df
+
+
+def _write_table(df: pd.DataFrame, path: Path) -> None:
+    write_text_atomic(path, df.to_csv(index=False))
+
+
+def write_results(settings, run_dir: Path, seconds: float) -> dict:
+    from .report import write_report
+
+    cost = {"params": "params"}.get(settings.objectives[1] if len(settings.objectives) > 1 else "flops", "macs")
+    df = mark_pareto(trials_frame(run_dir), cost)
+    _write_table(df, run_dir / "trials.csv")
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    write_bytes_atomic(run_dir / "trials.parquet", buf.getvalue())
+    pareto = df[df["is_pareto"]].sort_values(cost)
+    _write_table(pareto, run_dir / "pareto.csv")
+    summary = {"run": str(run_dir), "trials": int(len(df)), "feasible": int(df["feasible"].sum()),
+               "failed": int((df["status"] == "failed").sum()), "pareto": int(len(pareto)), "seconds": seconds, "best": None}
+    evaluated = df[(df["status"] == "ok") & df["feasible"]]
+    if len(evaluated):
+        row = evaluated.sort_values(["acc", "macs"], ascending=[False, True]).iloc[0]
+        best = {"space": settings.space, "arch": json.loads(row["arch"]), "accuracy": float(row["acc"]), "macs": int(row["macs"]),
+                "params": int(row["params"]), "trial": int(row["trial"]), "run": str(run_dir), "limits": settings.limits(),
+                "split": "validation (inherited supernet weights)"}
+        text = json.dumps(best, indent=2) + "\n"
+        write_text_atomic(run_dir / "best.json", text)
+        write_text_atomic(Path("results") / "best.json", text)
+        summary["best"] = best
+    write_report(run_dir, df, settings, summary)
+    return summary

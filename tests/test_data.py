@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from nas.cli import UserError
+from nas.data import BatchLoader, load_data, make_loader
+
+
+def test_default_digits_split_is_seeded_and_disjoint():
+    a = load_data(None, seed=0)
+    b = load_data("digits", seed=0)
+    assert a.name == "digits" and a.num_classes == 10 and a.img_size == 32
+    assert a.train.images.shape[1:] == (3, 32, 32) and a.train.images.dtype == torch.uint8
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert len(a.val) == round(0.1 * (len(a.train) + len(a.val)))
+    assert torch.equal(a.val.labels, b.val.labels) and torch.equal(a.val.images, b.val.images)
+    c = load_data("digits", seed=1)
+    assert not torch.equal(a.val.images, c.val.images)
+    assert torch.equal(a.test.images, c.test.images)  # the test split does not move with the seed
+    # no validation image is also a training image
+    train = {bytes(x.numpy()) for x in a.train.images}
+    assert not any(bytes(x.numpy()) in train for x in a.val.images)
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def _arrays(n=40, size=8):
+    rng = np.random.default_rng(0)
+    return dict(x_train=rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8), y_train=rng.integers(0, 3, n),
+                x_test=rng.integers(0, 255, (10, size, size, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 10))
+
+
+def test_npz_follows_the_data(tmp_path):
+    bundle = load_data(_npz(tmp_path / "d.npz", **_arrays()), seed=0)
+    assert bundle.img_size == 8 and bundle.num_classes == 3 and len(bundle.train) == 36 and len(bundle.val) == 4
+    x, y = next(iter(make_loader(bundle, "train", 8)))
+    assert x.shape == (8, 3, 8, 8) and x.dtype == torch.float32 and y.shape == (8,)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("y_test"), "missing array(s) y_test; required: x_train, y_train, x_test, y_test"),
+    (lambda a: a.update(y_train=a["y_train"][:-1]), "x_train has 40 images but y_train has 39 labels"),
+    (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "must be uint8 images"),
+])
+def test_npz_errors(tmp_path, change, message):
+    arrays = _arrays()
+    change(arrays)
+    with pytest.raises(UserError) as e:
+        load_data(_npz(tmp_path / "d.npz", **arrays))
+    assert message in str(e.value)
+
+
+def test_missing_paths_and_bad_specs(tmp_path):
+    with pytest.raises(UserError, match="file does not exist"):
+        load_data(f"npz:{tmp_path}/nope.npz")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(UserError, match="train/ has no class subfolders"):
+        load_data(f"folder:{tmp_path}")
+    with pytest.raises(UserError, match="needs train/ and val/"):
+        load_data(f"folder:{tmp_path}/train")
+    with pytest.raises(UserError, match="not understood"):
+        load_data("::bad::")
+
+
+def test_batch_loader_is_deterministic_per_epoch_and_augments():
+    bundle = load_data("digits", seed=0)
+    loader = BatchLoader(bundle.train, 32, bundle.mean, bundle.std, train=True, seed=3, flip=False)
+    first = next(iter(loader))[0]
+    assert torch.equal(first, next(iter(loader))[0])
+    loader.set_epoch(1)
+    assert not torch.equal(first, next(iter(loader))[0])
+    plain = BatchLoader(bundle.train, 32, bundle.mean, bundle.std, train=False)
+    x, y = next(iter(plain))
+    assert torch.equal(y, bundle.train.labels[:32])
+    assert abs(x.mean().item()) < 0.5
+    assert len(plain) == -(-len(bundle.train) // 32) and len(loader) == len(bundle.train) // 32

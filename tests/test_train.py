@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, assert_user_error, run_module
+from nas.checkpoint import load_checkpoint
+from nas.cli import RunFailed, UserError
+from nas.evaluate import evaluate, path_batchnorms
+from nas.train import TrainConfig, Trainer
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A learnable toy set: 3 classes told apart by their mean colour."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 3, n)
+        x = rng.normal(80, 30, (n, 16, 16, 3))
+        x[np.arange(n), :, :, y] += 90
+        return x.clip(0, 255).astype(np.uint8), y
+
+    x_train, y_train = make(96)
+    x_test, y_test = make(24)
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return f"npz:{path}"
+
+
+def _cfg(data, out, **kw):
+    base = dict(space="psvit_ext", data=data, custom_scale=TINY["psvit_ext"].to_dict(), epochs=2, batch_size=16,
+                out=str(out), calib_batches=2, val_fraction=0.25, warmup_epochs=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after(epoch):
+    def hook(trainer):
+        if trainer.epoch == epoch:
+            raise Stop
+
+    return hook
+
+
+def test_resume_continues_from_saved_epoch_with_same_optimizer_state(tmp_path, data):
+    full = Trainer(_cfg(data, tmp_path / "full"), log=lambda *_: None)
+    full.run()
+
+    interrupted = Trainer(_cfg(data, tmp_path / "cut"), log=lambda *_: None, on_epoch_end=_stop_after(1))
+    with pytest.raises(Stop):
+        interrupted.run()
+    saved = load_checkpoint(tmp_path / "cut" / "supernet.pt")
+    assert saved["epoch"] == 1 and len(saved["history"]) == 1
+
+    resumed = Trainer(_cfg(data, tmp_path / "cut", resume=True), log=lambda *_: None)
+    assert resumed.epoch == 1
+    opt = resumed.optimizer.state_dict()
+    for k, state in saved["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(opt["state"][k][name]), torch.as_tensor(value))
+    assert resumed.scheduler.state_dict() == saved["scheduler"]
+    resumed.run()
+    assert resumed.epoch == 2
+    # the interrupted-and-resumed run ends exactly where the uninterrupted one did
+    for (name, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["epoch"] for r in load_checkpoint(tmp_path / "cut" / "supernet.pt")["history"]] == [1, 2]
+    assert (tmp_path / "cut" / "train_log.csv").read_text().count("\n") == 3
+
+
+def test_nan_guard_stops_and_keeps_previous_checkpoint(tmp_path, data, monkeypatch):
+    out = tmp_path / "run"
+    Trainer(_cfg(data, out, epochs=1), log=lambda *_: None).run()
+    before = (out / "supernet.pt").read_bytes()
+
+    real = torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    trainer = Trainer(_cfg(data, out, epochs=3, resume=True), log=lambda *_: None)
+    with pytest.raises(RunFailed) as e:
+        trainer.run()
+    assert "the loss became nan at epoch 2 step 1" in str(e.value)
+    assert "last good checkpoint (epoch 1)" in str(e.value)
+    assert (out / "supernet.pt").read_bytes() == before
+
+
+def test_existing_checkpoint_is_not_overwritten(tmp_path, data):
+    out = tmp_path / "run"
+    Trainer(_cfg(data, out, epochs=1), log=lambda *_: None).run()
+    before = (out / "supernet.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a supernet checkpoint"):
+        Trainer(_cfg(data, out, epochs=1), log=lambda *_: None)
+    assert (out / "supernet.pt").read_bytes() == before
+
+
+def test_checkpoint_of_another_space_or_scale_is_refused(tmp_path, data):
+    out = tmp_path / "run"
+    Trainer(_cfg(data, out, epochs=1), log=lambda *_: None).run()
+    wider = dict(TINY["psvit_ext"].to_dict(), embed_dims=(16, 32, 48, 72))
+    with pytest.raises(UserError, match="is for another scale of psvit_ext .differs in embed_dims"):
+        Trainer(_cfg(data, out, epochs=2, resume=True, custom_scale=wider), log=lambda *_: None)
+    with pytest.raises(UserError, match="is for space 'psvit_ext', not 'psvit'"):
+        Trainer(_cfg(data, out, epochs=2, resume=True, space="psvit", custom_scale=TINY["psvit"].to_dict()), log=lambda *_: None)
+
+
+def test_evaluate_recalibrates_bn_without_changing_the_supernet(tmp_path, data):
+    trainer = Trainer(_cfg(data, tmp_path / "run", epochs=1), log=lambda *_: None)
+    trainer.run()
+    net = trainer.net
+    arch = next(a for a in (trainer.space.sample(s) for s in range(50)) if path_batchnorms(net, a))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    acc = evaluate(net, arch, trainer.val_loader, trainer.calib_loader, calib_batches=2)
+    assert 0.0 <= acc <= 1.0
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert evaluate(net, arch, trainer.val_loader, trainer.calib_loader, calib_batches=2) == acc
+
+
+def test_cli_bad_inputs(tmp_path, data):
+    assert_user_error(run_module("nas.train_supernet", "--data", f"npz:{tmp_path}/missing.npz", "--out", str(tmp_path / "a")), "does not exist")
+    assert_user_error(run_module("nas.train_supernet", "--space", "nope"), "unknown space 'nope'")
+    assert_user_error(run_module("nas.train_supernet", "--strategy", "greedy", "--out", str(tmp_path / "b")), "allowed: sandwich, uniform, stratified")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")
+    assert_user_error(run_module("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
+    assert (tmp_path / "c" / "supernet.pt").read_bytes() == b"not a checkpoint"
