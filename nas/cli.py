@@ -1,6 +1,7 @@
 """Shared command-line plumbing: a user's mistake becomes one line on stderr and exit status 2."""
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 
@@ -36,3 +37,27 @@ def run_cli(main):
             return 130
 
     return wrapper
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) and values that may start with '-' (`--flops -1G` is
+    read as the value -1G, so the limit's own check can say what is wrong with it)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        known = set(self._option_string_actions)
+        joined, k = [], 0
+        while k < len(args):
+            token = args[k]
+            action = self._option_string_actions.get(token)
+            if action is not None and action.nargs is None and k + 1 < len(args) and args[k + 1].startswith("-") \
+                    and args[k + 1] not in known and action.option_strings[0].startswith("--"):
+                joined.append(f"{token}={args[k + 1]}")
+                k += 2
+                continue
+            joined.append(token)
+            k += 1
+        return super().parse_args(joined, namespace)

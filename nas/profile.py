@@ -5,13 +5,12 @@ architecture at its space's target scale, or of any timm model as a baseline.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import sys
 
 from search_spaces import Arch, get_space
 
-from .cli import UserError, run_cli
+from .cli import Parser, UserError, run_cli
 from .costs import arch_costs, measure_costs
 
 
@@ -48,7 +47,7 @@ def load_model(spec: str, img_size: int | None, scale: str):
 
 @run_cli
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nas.profile", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m nas.profile", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="an architecture JSON file (e.g. results/best.json) or timm:MODEL_NAME")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--scale", choices=("target", "proxy"), default="target", help="scale of an architecture file")

@@ -18,17 +18,12 @@ def trials_frame(run_dir: Path) -> pd.DataFrame:
     """One row per finished trial of the run's Optuna journal."""
     from optuna.trial import TrialState
 
-    from .search import EVALUATIONS, study_trials
+    from .search import read_evaluations, study_trials
 
-    evaluations = {}
-    if (run_dir / EVALUATIONS).exists():
-        for line in (run_dir / EVALUATIONS).read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                evaluations[record["trial"]] = record
+    evaluations = read_evaluations(run_dir)
     rows = []
     for t in study_trials(run_dir):
-        if t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "arch" not in t.user_attrs:
+        if t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "arch" not in t.user_attrs or t.user_attrs.get("interrupted"):
             continue
         feasible = bool(t.user_attrs["feasible"])
         ok = t.state == TrialState.COMPLETE

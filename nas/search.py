@@ -25,7 +25,7 @@ import torch
 from search_spaces import Arch, get_space
 from search_spaces.atomic import write_text_atomic
 
-from .cli import UserError, run_cli
+from .cli import Parser, UserError, run_cli
 from .costs import arch_costs, extreme_arch
 from .units import parse_count, parse_latency_ms
 
@@ -43,7 +43,7 @@ class SearchSettings:
     latency_ms: float | None = None
     sampler: str = "tpe"
     objectives: tuple[str, ...] = ("acc", "flops")
-    trials: int = 60
+    trials: int = 100
     seed: int = 0
     data: str = "digits"
     scale: str = "proxy"
@@ -65,7 +65,7 @@ class SearchSettings:
 # ------------------------------------------------------------------ argument checking
 def build_parser() -> argparse.ArgumentParser:
     d = SearchSettings()
-    p = argparse.ArgumentParser(prog="python -m nas.search", description=__doc__.split("\n\n")[1])
+    p = Parser(prog="python -m nas.search", description=__doc__.split("\n\n")[1])
     p.add_argument("--space", default=d.space)
     p.add_argument("--flops", default=None, help="MAC limit at the target scale: 4.5G, 4500M, 4.5e9")
     p.add_argument("--params", default=None, help="parameter limit: 22M")
@@ -134,6 +134,10 @@ def settings_from_args(args) -> SearchSettings:
         concurrency=args.concurrency, space_file=str(Path(args.space_file).resolve()) if args.space_file else None,
     )
     check_reachable(settings)
+    if settings.address:
+        from .distributed import check_address
+
+        check_address(settings.address)
     return settings
 
 
@@ -284,17 +288,37 @@ def study_trials(run_dir: Path):
     return storage.get_all_trials(studies[0]._study_id)
 
 
-def _close_interrupted(run_dir: Path) -> int:
-    """Mark trials left RUNNING by a killed process as FAIL; they were never completed and will be proposed anew."""
+def read_evaluations(run_dir: Path) -> dict[int, dict]:
+    """The driver's durable record of every trial result it received, by Optuna trial number."""
+    path = run_dir / EVALUATIONS
+    records = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            records[record["trial"]] = record
+    return records
+
+
+def _close_interrupted(run_dir: Path, objectives: tuple[str, ...]) -> None:
+    """Settle trials a killed process left RUNNING: one whose result reached the driver is completed
+    with that result (it is not evaluated again); the others are marked interrupted and proposed anew."""
     from optuna.trial import TrialState
 
     storage = _journal(run_dir)
-    n = 0
+    evaluations = read_evaluations(run_dir)
     for t in study_trials(run_dir):
-        if t.state == TrialState.RUNNING:
+        if t.state != TrialState.RUNNING:
+            continue
+        record = evaluations.get(t.number)
+        if record is not None and "arch" in t.user_attrs:
+            measured = {"acc": record["acc"], "flops": t.user_attrs["macs"], "params": t.user_attrs["params"]}
+            storage.set_trial_state_values(t._trial_id, TrialState.COMPLETE, [measured[o] for o in objectives])
+        else:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            n += 1
-    return n
 
 
 def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bundle) -> None:
@@ -307,8 +331,9 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     from .distributed import start_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _close_interrupted(run_dir)
-    finished = [t for t in study_trials(run_dir) if t.state in (TrialState.COMPLETE, TrialState.FAIL) and "arch" in t.user_attrs]
+    _close_interrupted(run_dir, settings.objectives)
+    finished = [t for t in study_trials(run_dir) if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+                and "arch" in t.user_attrs and not t.user_attrs.get("interrupted")]
     completed = [t for t in finished if t.state == TrialState.COMPLETE]
     remaining = settings.trials - len(finished)
     if remaining <= 0:

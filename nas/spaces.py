@@ -6,13 +6,12 @@ fraction of samples within the FLOP budget. docs/search_spaces.md is this comman
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
 from search_spaces import get_space, list_spaces
 
-from .cli import run_cli
+from .cli import Parser, run_cli
 from .costs import arch_costs
 from .units import parse_count
 
@@ -61,7 +60,7 @@ def describe(name: str, samples: int, budget: float) -> str:
 
 @run_cli
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nas.spaces", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m nas.spaces", description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help="spaces to describe (default: all)")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--flops", default="4.5G", help="MAC budget for the fraction within (default 4.5G)")

@@ -14,14 +14,14 @@ from dataclasses import asdict, fields
 
 from search_spaces import get_space
 
-from .cli import UserError, run_cli
+from .cli import Parser, UserError, run_cli
 from .sampling import STRATEGIES
 from .train import TrainConfig, Trainer, default_out
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m nas.train_supernet", description=__doc__.split("\n\n")[1])
+    p = Parser(prog="python -m nas.train_supernet", description=__doc__.split("\n\n")[1])
     p.add_argument("--space", default=d.space)
     p.add_argument("--data", default=d.data, help="digits (default), npz:PATH, folder:PATH or a timm data set name")
     p.add_argument("--scale", default=d.scale, help="proxy (default) or target")

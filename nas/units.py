@@ -7,7 +7,7 @@ import re
 from .cli import UserError
 
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*$", re.IGNORECASE)
+_NUMBER = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*$", re.IGNORECASE)
 
 
 def parse_count(text: str, what: str, example: str) -> float:
@@ -23,7 +23,7 @@ def parse_count(text: str, what: str, example: str) -> float:
 
 def parse_latency_ms(text: str, what: str = "--latency") -> float:
     """A positive latency in milliseconds: '8ms', '8 ms', '0.5s', '8' (ms)."""
-    m = re.match(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|us)?\s*$", text or "", re.IGNORECASE)
+    m = re.match(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|us)?\s*$", text or "", re.IGNORECASE)
     if not m:
         raise UserError(f"{what}: {text!r} is not a latency; use a positive number with ms, s or us (e.g. 8ms)")
     value = float(m.group(1)) * {"ms": 1.0, "s": 1e3, "us": 1e-3, None: 1.0}[m.group(2) and m.group(2).lower()]

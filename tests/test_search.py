@@ -1,0 +1,145 @@
+"""End-to-end search runs on a tiny space (tests/tiny_space.py) and a toy data set, through the CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, assert_user_error, run_module
+
+SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 3, n)
+        x = rng.normal(80, 30, (n, 16, 16, 3))
+        x[np.arange(n), :, :, y] += 90
+        return x.clip(0, 255).astype(np.uint8), y
+
+    (a, b), (c, d) = make(96), make(24)
+    path = tmp_path_factory.mktemp("data") / "toy.npz"
+    np.savez(path, x_train=a, y_train=b, x_test=c, y_test=d)
+    return f"npz:{path}"
+
+
+def _search_args(toy, out, trials, *extra):
+    return ["--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", "2.3G", "--trials", str(trials), "--epochs", "1",
+            "--data", toy, "--out", str(out), *extra]
+
+
+def test_search_writes_results_and_skips_infeasible(tmp_path, toy):
+    proc = run_module("nas.search", *_search_args(toy, tmp_path / "run", 10), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    for name in ("config.json", "trials.csv", "trials.parquet", "pareto.csv", "best.json", "report.md", "supernet.pt"):
+        assert (run / name).is_file(), name
+    assert (tmp_path / "results" / "best.json").read_text() == (run / "best.json").read_text()
+    df = pd.read_csv(run / "trials.csv")
+    assert len(df) == 10 and sorted(df["trial"]) == list(range(10))
+    assert (df["feasible"] == (df["macs"] <= 2.3e9)).all()
+    infeasible = df[~df["feasible"]]
+    assert len(infeasible) > 0, "the limit should cut some proposals"
+    assert (~infeasible["evaluated"]).all() and (infeasible["eval_time_s"] == 0).all() and infeasible["acc"].isna().all()
+    assert df[df["feasible"]]["evaluated"].all()
+    pareto = pd.read_csv(run / "pareto.csv")
+    assert set(pareto["trial"]) == set(df[df["is_pareto"]]["trial"]) and (pareto["macs"] <= 2.3e9).all()
+    best = json.loads((run / "best.json").read_text())
+    assert best["accuracy"] == df[df["feasible"]]["acc"].max() and best["macs"] <= 2.3e9
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["flops"] == 2.3e9 and len(config["supernet_sha256"]) == 64 and config["proxy_scale"]["img_size"] == 16
+    for line in proc.stdout.splitlines():
+        if line.startswith("trial "):
+            assert "feasible" in line and "trials/min" in line
+
+
+def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nas.search", *_search_args(toy, run, 14)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = 0
+    deadline = time.time() + 240
+    for line in proc.stdout:
+        if line.startswith("trial "):
+            seen += 1
+            if seen == 5:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        assert time.time() < deadline
+    proc.wait()
+    assert seen == 5 and not (run / "trials.csv").exists()
+    done_before = [json.loads(l)["trial"] for l in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert len(done_before) >= 5
+
+    resumed = run_module("nas.search", "--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    df = pd.read_csv(run / "trials.csv")
+    assert len(df) == 14 and df["trial"].is_unique
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 14
+    # every trial completed before the kill is kept, once, and was not evaluated again
+    evaluations = [json.loads(l)["trial"] for l in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert len(evaluations) == len(set(evaluations))
+    assert set(done_before) <= set(df["trial"])
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--flops", "4.5X"], ["--flops: '4.5X' is not a number", "e.g. 4.5G"]),
+    (["--flops", "-1G"], ["--flops: '-1G'"]),
+    (["--flops", ""], ["--flops: ''"]),
+    (["--params", "22Q"], ["--params: '22Q'"]),
+    (["--latency", "fast"], ["--latency: 'fast' is not a latency"]),
+    (["--flops", "4.5G", "--latency", "8ms"], ["--latency", "not available"]),
+    (["--space", "nope", "--flops", "4.5G"], ["unknown space 'nope'", "known spaces: psvit, psvit_ext"]),
+    (["--flops", "4.5G", "--sampler", "nope"], ["--sampler 'nope' is not known", "tpe, nsga2, random, gp, qmc"]),
+    (["--flops", "4.5G", "--trials", "0"], ["--trials must be at least 1"]),
+    (["--flops", "0.001G"], ["no architecture of psvit_ext fits", "the smallest has {smallest_gmacs:.2f}G MACs"]),
+    (["--params", "1M"], ["no architecture of psvit_ext fits", "M params"]),
+    (["--flops", "4.5G", "--objectives", "flops,acc"], ["--objectives 'flops,acc'"]),
+])
+def test_bad_input(tmp_path, args, fragments):
+    from nas.costs import arch_costs, extreme_arch
+    from search_spaces import get_space
+
+    space = get_space("psvit_ext")
+    smallest = arch_costs(extreme_arch(space, space.target, largest=False), space.target).macs / 1e9
+    proc = run_module("nas.search", "--space", "psvit_ext", *args, cwd=tmp_path, timeout=120)
+    assert_user_error(proc, *(f.format(smallest_gmacs=smallest) for f in fragments))
+    assert not (tmp_path / "results").exists()
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_module("nas.search", "--resume", str(tmp_path / "empty"), cwd=tmp_path), "not a search run (no config.json)")
+    assert_user_error(run_module("nas.search", "--resume", str(tmp_path / "missing"), cwd=tmp_path), "does not exist")
+
+
+def test_supernet_of_another_space_is_refused(tmp_path, toy):
+    from nas.checkpoint import save_checkpoint
+    from search_spaces import get_space
+
+    save_checkpoint({"space": "psvit", "scale": get_space("psvit").proxy.to_dict(), "model": {}}, tmp_path / "s.pt")
+    proc = run_module("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--supernet", str(tmp_path / "s.pt"), "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert_user_error(proc, "checkpoint is for space 'psvit', not 'psvit_ext'")
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "trials.csv").write_text("keep")
+    proc = run_module("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert_user_error(proc, "already exists and is not empty", "--resume")
+    assert (tmp_path / "r" / "trials.csv").read_text() == "keep"
+
+
+def test_unreachable_address(tmp_path, toy):
+    proc = run_module("nas.search", *_search_args(toy, tmp_path / "r", 2, "--address", "127.0.0.1:1"), cwd=tmp_path, timeout=200)
+    assert_user_error(proc, "--address 127.0.0.1:1: cannot reach a Ray cluster")
