@@ -76,21 +76,18 @@ def arch_costs(arch: Arch, scale: Scale, space: SearchSpace | None = None) -> Co
     return total + Costs(*Head.cost(scale.embed_dims[-1], scale.num_classes))
 
 
-def extreme_arch(space: SearchSpace, scale: Scale, largest: bool, key: str = "macs") -> Arch:
-    """The legal architecture with the most (largest=True) or fewest MACs (or params) at `scale`.
+def optimal_arch(space: SearchSpace, largest: bool, layer_cost, merge_cost) -> Arch:
+    """The legal architecture maximising (largest=True) or minimising an additive cost.
 
-    Exact: costs add up over layers and merges, a layer's cost depends only on its stage and choice,
-    so each stage is optimised by dynamic programming over layer sequences (the sharing rule is the
-    only coupling), then the depth tuples and merges are enumerated.
+    `layer_cost(stage, layer)` and `merge_cost(boundary, op)` give each part's cost; the total is their
+    sum plus constants. Exact: a layer's cost depends only on its stage and choice, so each stage is
+    optimised by dynamic programming over layer sequences (the sharing rule is the only coupling), then
+    the depth tuples and merges are enumerated.
     """
-    from search_spaces import Layer  # noqa: F401  (type of the options)
-
     better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
-    pick = 0 if key == "macs" else 1
-    grids = scale.grids()
     best_stage: list[dict[int, tuple[float, tuple]]] = []
     for i, rule in enumerate(space.stages):
-        cost = {o: block_cost(o, scale.embed_dims[i], scale.num_heads[i], grids[i], scale)[pick] for o in rule.options()}
+        cost = {o: layer_cost(i, o) for o in rule.options()}
         # best[n][prev_mhsa] = (cost, layers) of the best n-layer sequence given the state before it
         best = {0: {False: (0, ()), True: (0, ())}}
         for n in range(1, max(rule.depths) + 1):
@@ -108,7 +105,7 @@ def extreme_arch(space: SearchSpace, scale: Scale, largest: bool, key: str = "ma
         best_stage.append({d: best[d][False] for d in rule.depths})
     merges = []
     for b, ops in enumerate(space.merges):
-        costs_b = {op: merge_cost(op, scale.embed_dims[b], scale.embed_dims[b + 1], grids[b])[pick] for op in ops}
+        costs_b = {op: merge_cost(b, op) for op in ops}
         merges.append(max(costs_b, key=costs_b.get) if largest else min(costs_b, key=costs_b.get))
     chosen = None
     for depths in space.depth_tuples():
@@ -117,3 +114,14 @@ def extreme_arch(space: SearchSpace, scale: Scale, largest: bool, key: str = "ma
             chosen = (total, depths)
     stages = tuple(best_stage[i][d][1] for i, d in enumerate(chosen[1]))
     return space.validate(Arch(space.name, stages, tuple(merges)))
+
+
+def extreme_arch(space: SearchSpace, scale: Scale, largest: bool, key: str = "macs") -> Arch:
+    """The legal architecture with the most (largest=True) or fewest MACs (or params) at `scale`."""
+    pick = 0 if key == "macs" else 1
+    grids, dims, heads = scale.grids(), scale.embed_dims, scale.num_heads
+    return optimal_arch(
+        space, largest,
+        layer_cost=lambda i, layer: block_cost(layer, dims[i], heads[i], grids[i], scale)[pick],
+        merge_cost=lambda b, op: merge_cost(op, dims[b], dims[b + 1], grids[b])[pick],
+    )

@@ -29,7 +29,7 @@ def data(tmp_path):
 
 def _cfg(data, out, **kw):
     base = dict(space="psvit_ext", data=data, custom_scale=TINY["psvit_ext"].to_dict(), epochs=2, batch_size=16,
-                out=str(out), calib_batches=2, val_fraction=0.25, warmup_epochs=1)
+                out=str(out), calib_batches=2, val_fraction=0.25, warmup_epochs=1, device="cpu")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -127,3 +127,16 @@ def test_cli_bad_inputs(tmp_path, data):
     (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")
     assert_user_error(run_module("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
     assert (tmp_path / "c" / "supernet.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_two_ray_train_workers(tmp_path, data):
+    """Ray Train data parallelism: two CPU workers, the same paths each step, rank 0 writes the run."""
+    from nas.distributed import train_with_ray
+
+    summary = train_with_ray(_cfg(data, tmp_path / "run", epochs=1), num_workers=2, use_gpu=False)
+    assert summary["epochs"] == 1
+    ckpt = load_checkpoint(tmp_path / "run" / "supernet.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    import ray
+
+    ray.shutdown()
