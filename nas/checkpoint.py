@@ -1,6 +1,6 @@
-"""Supernet checkpoints: written atomically, read with torch.load(weights_only=True).
+"""Checkpoints (supernet and retrain): written atomically, read with torch.load(weights_only=True).
 
-A checkpoint names its space and scale; loading it into another space or scale is refused with a
+A checkpoint names its kind, space and scale; loading it into another space or scale is refused with a
 message saying which it is for. Only plain types and tensors are stored, so weights_only loading
 needs no allow-list and a downloaded file can never run code.
 """
@@ -17,16 +17,17 @@ from search_spaces.atomic import write_bytes_atomic
 from .cli import UserError
 
 KIND = "psvit-nas supernet"
+RETRAIN_KIND = "psvit-nas retrain"
 FORMAT = 1
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
+def save_checkpoint(state: dict, path: str | Path, kind: str = KIND) -> None:
     buf = io.BytesIO()
-    torch.save({"kind": KIND, "format": FORMAT, **state}, buf)
+    torch.save({"kind": kind, "format": FORMAT, **state}, buf)
     write_bytes_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, kind: str = KIND) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
@@ -34,8 +35,9 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
-        raise UserError(f"{str(path)!r} is not a psvit-nas supernet checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        found = f" (it is a {ckpt['kind']} checkpoint)" if isinstance(ckpt, dict) and isinstance(ckpt.get("kind"), str) else ""
+        raise UserError(f"{str(path)!r} is not a {kind} checkpoint{found}")
     if ckpt.get("format") != FORMAT:
         raise UserError(f"checkpoint {str(path)!r} has format {ckpt.get('format')!r}; this version reads format {FORMAT}")
     return ckpt
@@ -49,14 +51,18 @@ def check_compatible(ckpt: dict, path, space_name: str, scale: Scale) -> None:
     if theirs != scale:
         diff = [k for k in scale.to_dict() if scale.to_dict()[k] != theirs.to_dict()[k]]
         raise UserError(f"checkpoint {str(path)!r} is for another scale of {space_name} (differs in {', '.join(diff)}: "
-                        f"{', '.join(f'{k}={theirs.to_dict()[k]}' for k in diff)})")
+                        f"{', '.join(f'{k}={theirs.to_dict()[k]}' for k in diff)}; this run's: "
+                        f"{', '.join(f'{k}={scale.to_dict()[k]}' for k in diff)})")
 
 
-def supernet_from_checkpoint(path: str | Path):
-    """(Supernet with the checkpoint's weights, checkpoint dict)."""
+def supernet_from_checkpoint(path: str | Path, space_name: str | None = None, scale: Scale | None = None):
+    """(Supernet with the checkpoint's weights, checkpoint dict); with `space_name` and `scale`, a
+    checkpoint of another space or scale is refused before anything is built."""
     from supernet import Supernet
 
     ckpt = load_checkpoint(path)
+    if space_name is not None:
+        check_compatible(ckpt, path, space_name, scale)
     space = get_space(ckpt["space"])
     net = Supernet(space, Scale.from_dict(ckpt["scale"]))
     try:

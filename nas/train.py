@@ -8,29 +8,26 @@ averaged with one all-reduce per tensor; no DistributedDataParallel bookkeeping 
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from search_spaces import Scale, get_space
 from search_spaces.atomic import write_text_atomic
 
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .cli import RunFailed, UserError
+from .checkpoint import check_compatible, load_checkpoint
+from .cli import UserError
 from .costs import arch_costs
 from .data import DataBundle, load_data, make_loader
 from .evaluate import evaluate
 from .sampling import STRATEGIES, PathSampler
+from .trainloop import (average_gradients, check_finite, check_out_folder, new_out_dir, pick_device, rank_and_world,
+                        rng_state, save_progress, set_rng_state, shard, train_epoch)
 
 CHECKPOINT = "supernet.pt"
-LOG = "train_log.csv"
 SUMMARY = "train_summary.json"
 
 
@@ -72,8 +69,8 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
 
 
-def resolve_scale(cfg: TrainConfig, bundle: DataBundle) -> Scale:
-    """The space's scale with the data's input size and class count."""
+def resolve_scale(cfg, bundle: DataBundle) -> Scale:
+    """The space's scale (cfg.custom_scale, else the one named cfg.scale) with the data's input size and class count."""
     space = get_space(cfg.space)
     scale = Scale.from_dict(cfg.custom_scale) if cfg.custom_scale else space.scale(cfg.scale)
     scale = scale.with_overrides(img_size=bundle.img_size, num_classes=bundle.num_classes)
@@ -84,27 +81,11 @@ def resolve_scale(cfg: TrainConfig, bundle: DataBundle) -> Scale:
     return scale
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; allowed: cpu, auto")
-    return torch.device(name)
-
-
-def _distributed():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _average_gradients(net, world: int) -> None:
-    if world == 1:
-        return
-    for p in net.parameters():
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad.div_(world)
+def data_img_size(cfg) -> int | None:
+    """Digits, folders and named data sets are resized to the scale's input size; npz data keeps its own."""
+    if cfg.custom_scale:
+        return cfg.custom_scale["img_size"]
+    return None if cfg.data.startswith("npz:") else get_space(cfg.space).scale(cfg.scale).img_size
 
 
 def _soft_cross_entropy(logits, teacher_logits):
@@ -122,18 +103,15 @@ class Trainer:
 
         cfg.check()
         self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
-        self.rank, self.world = _distributed()
+        self.rank, self.world = rank_and_world()
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu" and cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)
         self.ckpt_path = self.out / CHECKPOINT
-        if self.ckpt_path.exists() and not cfg.resume:
-            raise UserError(f"{self.out} already holds a supernet checkpoint; pass --resume to continue it or choose another --out")
-        if cfg.resume and not self.ckpt_path.exists():
-            raise UserError(f"--resume: {self.ckpt_path} does not exist")
+        check_out_folder(self.out, self.ckpt_path, cfg.resume, "supernet")
         self.space = get_space(cfg.space)
-        self.bundle = bundle or load_data(cfg.data, img_size=self._img_size(), seed=cfg.seed, val_fraction=cfg.val_fraction)
+        self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction)
         self.scale = resolve_scale(cfg, self.bundle)
         resume_state = None
         if cfg.resume:
@@ -143,9 +121,7 @@ class Trainer:
         self.net = Supernet(self.space, self.scale).to(self.device)
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.train_loader = make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed)
-        if self.world > 1:  # each worker takes its shard of every batch
-            self.train_loader = _Shard(self.train_loader, self.rank, self.world)
+        self.train_loader = shard(make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed), self.rank, self.world)
         self.val_loader = make_loader(self.bundle, "val", 256)
         self.calib_loader = make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed + 1, train=True)
         self.optimizer = create_optimizer_v2(self.net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -158,18 +134,12 @@ class Trainer:
         if resume_state is not None:
             self._restore(resume_state)
 
-    def _img_size(self) -> int | None:
-        """Digits, folders and named data sets are resized to the scale's input size; npz data keeps its own."""
-        if self.cfg.custom_scale:
-            return self.cfg.custom_scale["img_size"]
-        return None if self.cfg.data.startswith("npz:") else self.space.scale(self.cfg.scale).img_size
-
     # ---------------------------------------------------------------- state
     def state(self) -> dict:
         return {
             "space": self.space.name, "scale": self.scale.to_dict(), "epoch": self.epoch,
             "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()},
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
             "config": asdict(self.cfg), "data": self.bundle.describe(), "history": self.history,
         }
 
@@ -177,16 +147,14 @@ class Trainer:
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        set_rng_state(ckpt["rng"])
         self.epoch, self.history = int(ckpt["epoch"]), list(ckpt["history"])
         self.log(f"resumed {self.ckpt_path} at epoch {self.epoch}")
 
     def _save(self) -> None:
         if self.rank:
             return
-        save_checkpoint(self.state(), self.ckpt_path)
-        buf = pd.DataFrame(self.history).to_csv(index=False)
-        write_text_atomic(self.out / LOG, buf)
+        save_progress(self.state(), self.ckpt_path, self.history)
 
     # ---------------------------------------------------------------- training
     def _step(self, x, y, epoch: int, step: int) -> float:
@@ -201,17 +169,12 @@ class Trainer:
                     loss = _soft_cross_entropy(logits.float(), teacher)
                 else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise RunFailed(
-                    f"training stopped: the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
-                    f"the last good checkpoint (epoch {self.epoch}) is kept at {self.ckpt_path if self.epoch else 'none'}; "
-                    f"try a lower --lr (now {cfg.lr:g})"
-                )
+            check_finite(loss, epoch, step, self.ckpt_path, self.epoch, cfg.lr)
             loss.backward()
             total += loss.item()
             if k == 0 and cfg.strategy == "sandwich":
                 teacher = logits.detach().float()
-        _average_gradients(self.net, self.world)
+        average_gradients(self.net, self.world)
         if cfg.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad)
         self.optimizer.step()
@@ -220,30 +183,16 @@ class Trainer:
     def run(self) -> dict:
         cfg, t_start = self.cfg, time.time()
         self.out.mkdir(parents=True, exist_ok=True)
-        steps = len(self.train_loader)
         while self.epoch < cfg.epochs:
-            epoch = self.epoch
+            epoch, t0 = self.epoch, time.time()
             self.net.train()
-            self.train_loader.set_epoch(epoch)
-            t0, seen, loss_sum = time.time(), 0, 0.0
-            bar = tqdm(self.train_loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=self.rank > 0,
-                       mininterval=1.0, leave=False, dynamic_ncols=True)
-            for step, (x, y) in enumerate(bar):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                if self.device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                loss_sum += self._step(x, y, epoch, step)
-                seen += len(y) * self.world
-                self.scheduler.step_update(epoch * steps + step + 1)
-                bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
-            bar.close()
-            self.scheduler.step(epoch + 1)
+            stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
             self.epoch = epoch + 1
             acc_hi = evaluate(self.net, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches)
             acc_lo = evaluate(self.net, self.sampler.smallest, self.val_loader, self.calib_loader, cfg.calib_batches)
             row = {
-                "epoch": self.epoch, "train_loss": loss_sum / max(steps, 1), "lr": self.optimizer.param_groups[0]["lr"],
-                "val_acc_largest": acc_hi, "val_acc_smallest": acc_lo, "images_per_s": seen / (time.time() - t0),
+                "epoch": self.epoch, "train_loss": stats["train_loss"], "lr": self.optimizer.param_groups[0]["lr"],
+                "val_acc_largest": acc_hi, "val_acc_smallest": acc_lo, "images_per_s": stats["images_per_s"],
                 "epoch_time_s": time.time() - t0,
             }
             self.history.append(row)
@@ -271,22 +220,5 @@ class Trainer:
         return summary
 
 
-class _Shard:
-    """Worker `rank`'s slice of every batch of a loader (same order on every worker)."""
-
-    def __init__(self, loader, rank: int, world: int):
-        self.loader, self.rank, self.world = loader, rank, world
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x[self.rank::self.world], y[self.rank::self.world]
-
-
 def default_out(space: str, prefix: str = "supernet") -> str:
-    return os.path.join("results", f"{prefix}-{space}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return new_out_dir(prefix, space)
