@@ -11,7 +11,8 @@ The training images are split, with a seed, into train and validation; search an
 validation, never test. In-memory data sets (digits, npz) are served by a batch loader that augments
 whole batches on the tensor (random crop with padding, horizontal flip where it keeps labels), which
 on a CPU is many times faster than per-image PIL transforms; image folders and named data sets use
-timm's transforms and loaders.
+timm's transforms and loaders. RandAugment (`auto_augment`, timm's spec such as rand-m9-mstd0.5-inc1)
+is timm's: in create_transform for folders, per image (PIL) inside the batch loader for in-memory sets.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class DataBundle:
     std: tuple[float, float, float]
     flip: bool = True
     info: dict = field(default_factory=dict)
+    auto_augment: str | None = None
 
     def describe(self) -> dict:
         return {
@@ -129,7 +131,7 @@ def _npz(path: str, img_size: int | None, seed: int, val_fraction: float) -> Dat
     return _array_bundle(p.stem, x_train, y_train, x_test, y_test, size, seed, val_fraction, flip=True)
 
 
-def _folder(path: str, img_size: int | None, seed: int, val_fraction: float) -> DataBundle:
+def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None) -> DataBundle:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
 
     root = Path(path)
@@ -143,7 +145,7 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float) -> 
     if not classes:
         raise UserError(f"--data folder:{path}: train/ has no class subfolders")
     size = img_size or 224
-    train_tf = create_transform(size, is_training=True)
+    train_tf = _train_transform(size, auto_augment)
     eval_tf = create_transform(size, is_training=False)
     train_all = create_dataset("", root=str(train_dir), transform=train_tf)
     eval_all = create_dataset("", root=str(train_dir), transform=eval_tf)
@@ -154,13 +156,14 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float) -> 
     return DataBundle(root.name, train, val, test, len(classes), size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
-def _named(name: str, img_size: int | None, seed: int, val_fraction: float) -> DataBundle:
+def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None) -> DataBundle:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
 
     size = img_size or 224
     root = Path.home() / ".cache" / "psvit-nas" / "data"
     try:
-        train_all = create_dataset(name, root=str(root), split="train", download=True, transform=create_transform(size, is_training=True))
+        train_all = create_dataset(name, root=str(root), split="train", download=True,
+                                   transform=_train_transform(size, auto_augment))
         eval_all = create_dataset(name, root=str(root), split="train", download=True, transform=create_transform(size, is_training=False))
         test = create_dataset(name, root=str(root), split="validation", download=True, transform=create_transform(size, is_training=False))
     except Exception as e:
@@ -173,28 +176,86 @@ def _named(name: str, img_size: int | None, seed: int, val_fraction: float) -> D
                       num_classes, size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
-def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 0, val_fraction: float = 0.1) -> DataBundle:
-    """The data set named by `spec` at `img_size` (None: the data's own size; digits: 32)."""
-    spec = spec or "digits"
+def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 0, val_fraction: float = 0.1,
+              auto_augment: str | None = None) -> DataBundle:
+    """The data set named by `spec` at `img_size` (None: the data's own size; digits: 32); `auto_augment`
+    (a timm RandAugment spec) applies to the training split."""
+    if auto_augment:
+        check_auto_augment(auto_augment)
+    bundle = _load(spec or "digits", img_size, seed, val_fraction, auto_augment)
+    bundle.auto_augment = auto_augment
+    return bundle
+
+
+def _load(spec: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None) -> DataBundle:
     if spec == "digits":
         return _digits(img_size or 32, seed, val_fraction)
     if spec.startswith("npz:"):
         return _npz(spec[4:], img_size, seed, val_fraction)
     if spec.startswith("folder:"):
-        return _folder(spec[7:], img_size, seed, val_fraction)
+        return _folder(spec[7:], img_size, seed, val_fraction, auto_augment)
     if spec.startswith("timm:"):
         spec = spec[5:]
     if "/" in spec or spec.isidentifier():
-        return _named(spec, img_size, seed, val_fraction)
+        return _named(spec, img_size, seed, val_fraction, auto_augment)
     raise UserError(f"--data {spec!r}: not understood; allowed: digits, npz:PATH, folder:PATH, or a timm data set name")
 
 
+def check_auto_augment(spec: str) -> None:
+    try:
+        if not spec.startswith("rand-"):
+            raise ValueError("not a RandAugment spec")
+        rand_augment(spec, 32, (0.5, 0.5, 0.5))
+    except (ValueError, AssertionError, KeyError) as e:
+        raise UserError(f"--aa {spec!r}: {e or 'not understood'}; expected a timm RandAugment spec such as rand-m9-mstd0.5-inc1") from None
+
+
+def rand_augment(spec: str, img_size: int, mean):
+    """timm's RandAugment (PIL), with the hyper-parameters timm's create_transform gives it.
+
+    The magnitude is capped just below timm's maximum of 10: at exactly 10, timm's increasing posterize
+    keeps 0 bits, which Pillow >= 11 refuses (ValueError mid-epoch); any magnitude below 10 keeps >= 1 bit.
+    """
+    from timm.data.auto_augment import rand_augment_transform
+
+    hparams = {"translate_const": int(img_size * 0.45), "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+               "magnitude_max": 9.999}
+    return rand_augment_transform(spec, hparams)
+
+
+def _train_transform(size: int, auto_augment: str | None):
+    """timm's training transform; with RandAugment in place of colour jitter, as timm's own does."""
+    from timm.data import create_transform
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN
+    from torchvision import transforms
+
+    if not auto_augment:
+        return create_transform(size, is_training=True)
+    primary, _, final = create_transform(size, is_training=True, separate=True)
+    return transforms.Compose([primary, rand_augment(auto_augment, size, IMAGENET_DEFAULT_MEAN), final])
+
+
+def _rand_augment_tensor(spec: str, img_size: int, mean):
+    """RandAugment on one uint8 (3, H, W) tensor, through PIL."""
+    from PIL import Image
+
+    transform = rand_augment(spec, img_size, mean)
+
+    def apply(image: torch.Tensor) -> torch.Tensor:
+        out = transform(Image.fromarray(image.permute(1, 2, 0).numpy()))
+        return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    return apply
+
+
 class BatchLoader:
-    """Batches of an in-memory ArrayData: shuffled per epoch with a seed, augmented on the whole batch."""
+    """Batches of an in-memory ArrayData: shuffled per epoch with a seed, augmented on the whole batch
+    (after `image_transform`, a per-image uint8 transform such as RandAugment, when given)."""
 
     def __init__(self, data: ArrayData, batch_size: int, mean, std, train: bool, seed: int = 0, flip: bool = True,
-                 pad: int = 4, drop_last: bool | None = None):
+                 pad: int = 4, drop_last: bool | None = None, image_transform=None):
         self.data, self.batch_size, self.train, self.seed, self.flip, self.pad = data, batch_size, train, seed, flip, pad
+        self.image_transform = image_transform
         self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
         self.drop_last = train if drop_last is None else drop_last
@@ -228,7 +289,10 @@ class BatchLoader:
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         for k in range(len(self)):
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
-            x = self.data.images[idx].float()
+            x = self.data.images[idx]
+            if self.train and self.image_transform is not None:
+                x = torch.stack([self.image_transform(image) for image in x])
+            x = x.float()
             if self.train:
                 x = self._augment(x, g)
             yield (x - self.mean) / self.std, self.data.labels[idx]
@@ -239,6 +303,7 @@ def make_loader(bundle: DataBundle, split: str, batch_size: int, seed: int = 0, 
     data = getattr(bundle, split)
     train = (split == "train") if train is None else train
     if isinstance(data, ArrayData):
-        return BatchLoader(data, batch_size, bundle.mean, bundle.std, train=train, seed=seed, flip=bundle.flip)
+        augment = _rand_augment_tensor(bundle.auto_augment, bundle.img_size, bundle.mean) if train and bundle.auto_augment else None
+        return BatchLoader(data, batch_size, bundle.mean, bundle.std, train=train, seed=seed, flip=bundle.flip, image_transform=augment)
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers, generator=g)

@@ -1,4 +1,4 @@
-"""Accuracy of one path of the supernet with inherited weights.
+"""Accuracy of one path of the supernet with inherited weights, and of a standalone model.
 
 BatchNorm statistics collected while training mixed paths do not fit any single path, so a path with
 BatchNorm is recalibrated first: its BN layers' statistics are reset and re-estimated (cumulative
@@ -34,13 +34,28 @@ def _device(net) -> torch.device:
 
 
 @torch.no_grad()
-def accuracy(net, arch: Arch, loader, max_batches: int | None = None) -> float:
-    device, correct, total = _device(net), 0, 0
+def top1(forward, loader, device: torch.device, max_batches: int | None = None) -> float:
+    """Top-1 accuracy of `forward(x)` (a model or a closure) over `loader`."""
+    correct, total = 0, 0
     for x, y in itertools.islice(loader, max_batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += (net(x, arch).argmax(dim=1) == y).sum().item()
+        correct += (forward(x).argmax(dim=1) == y).sum().item()
         total += y.numel()
     return correct / max(total, 1)
+
+
+def accuracy(net, arch: Arch, loader, max_batches: int | None = None) -> float:
+    return top1(lambda x: net(x, arch), loader, _device(net), max_batches)
+
+
+def model_accuracy(model: nn.Module, loader, max_batches: int | None = None) -> float:
+    """Top-1 accuracy of a standalone model in eval mode; its train/eval mode is put back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        return top1(model, loader, _device(model), max_batches)
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
