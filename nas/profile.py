@@ -1,7 +1,10 @@
 """python -m nas.profile <arch.json | timm:MODEL_NAME> [--img-size N] [--scale target|proxy]
+    [--latency [--device auto|cpu|cuda] [--batch-size 1] [--threads N]]
 
 Prints MACs (G, paper convention: attention's matrix products included) and parameters (M) of one
-architecture at its space's target scale, or of any timm model as a baseline.
+architecture at its space's target scale, or of any timm model as a baseline; with --latency also
+its measured latency on the device and, for an architecture of a space, the latency predicted by
+that device's lookup table (built and cached in results/latency/ on first use).
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from search_spaces import Arch, get_space
 
 from .cli import Parser, UserError, run_cli
 from .costs import arch_costs, measure_costs
+from .latency import device_name, resolve_device
 
 
 def load_model(spec: str, img_size: int | None, scale: str):
-    """(model, description, input size, analytic Costs or None) for an arch file or `timm:NAME`."""
+    """(model, description, input size, analytic Costs, (Arch, Scale)) for an arch file; the last two
+    are None for `timm:NAME`."""
     import timm
 
     import supernet  # noqa: F401  (registers the spaces' timm models)
@@ -32,7 +37,7 @@ def load_model(spec: str, img_size: int | None, scale: str):
         except TypeError:
             raise UserError(f"timm model {name!r} does not take --img-size") from None
         size = img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-        return model, f"timm:{name}", size, None
+        return model, f"timm:{name}", size, None, None
     arch = Arch.load(spec)
     space = get_space(arch.space)
     space.validate(arch)
@@ -42,7 +47,7 @@ def load_model(spec: str, img_size: int | None, scale: str):
     except ValueError as e:
         raise UserError(f"--img-size {img_size}: {e}") from None
     model = timm.create_model(arch.space, arch=arch, scale=sc)
-    return model, f"{spec} (space {arch.space}, {scale} scale)", sc.img_size, arch_costs(arch, sc)
+    return model, f"{spec} (space {arch.space}, {scale} scale)", sc.img_size, arch_costs(arch, sc), (arch, sc)
 
 
 @run_cli
@@ -51,15 +56,39 @@ def main(argv=None) -> int:
     p.add_argument("model", help="an architecture JSON file (e.g. results/best.json) or timm:MODEL_NAME")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--scale", choices=("target", "proxy"), default="target", help="scale of an architecture file")
+    p.add_argument("--latency", action="store_true", help="also measure (and predict) the latency")
+    p.add_argument("--device", default="auto", help="latency device: auto (cuda if present), cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=1, help="latency batch size (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for latency (default: torch's)")
     args = p.parse_args(argv)
-    model, what, size, analytic = load_model(args.model, args.img_size, args.scale)
+    if args.batch_size < 1 or args.threads < 0:
+        raise UserError("--batch-size must be at least 1 and --threads at least 0")
+    device = resolve_device(args.device) if args.latency else None
+    model, what, size, analytic, arch_scale = load_model(args.model, args.img_size, args.scale)
     costs = measure_costs(model, size)
     print(f"model: {what}, input {size}x{size}")
     print(f"MACs: {costs.macs / 1e9:.2f} G")
     print(f"params: {costs.params / 1e6:.1f} M")
     if analytic is not None:
         print(f"analytic model: {analytic.macs / 1e9:.2f} G MACs, {analytic.params / 1e6:.1f} M params")
+    if args.latency:
+        print_latency(model, size, arch_scale, device, args.batch_size, args.threads or None)
     return 0
+
+
+def print_latency(model, size: int, arch_scale, device, batch_size: int, threads: int | None) -> None:
+    from .latency import load_predictor, measure_latency
+
+    measured = measure_latency(model, size, batch_size, device, threads)
+    print(f"latency measured on {device.type} ({device_name(device)}, batch {batch_size}, {measured.threads} threads): {measured}")
+    if arch_scale is None:
+        print("latency predicted: not available (the predictor covers architectures of the search spaces, not timm models)")
+        return
+    arch, scale = arch_scale
+    predictor = load_predictor(get_space(arch.space), scale, device, batch_size, threads, log=lambda m: print(m, file=sys.stderr))
+    predicted = predictor.predict(arch)
+    error = (predicted - measured.median_ms) / measured.median_ms
+    print(f"latency predicted (lookup table {predictor.key}): {predicted:.2f} ms ({error:+.1%} vs measured)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A search run's result files: trials.csv/.parquet, pareto.csv, best.json (+ results/best.json), report.md."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
 from .pareto import pareto_mask
 
-COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "is_pareto", "eval_time_s", "duration_s", "arch"]
+COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "is_pareto",
+           "eval_time_s", "duration_s", "arch"]
 
 
 def trials_frame(run_dir: Path) -> pd.DataFrame:
@@ -31,7 +33,9 @@ def trials_frame(run_dir: Path) -> pd.DataFrame:
         rows.append({
             "trial": t.number, "status": "ok" if ok else "failed", "feasible": feasible,
             "acc": t.values[0] if ok and feasible else np.nan,
-            "macs": t.user_attrs["macs"], "params": t.user_attrs["params"], "latency_ms": np.nan,
+            "macs": t.user_attrs["macs"], "params": t.user_attrs["params"],
+            "latency_ms": t.user_attrs.get("latency_ms") if t.user_attrs.get("latency_ms") is not None else np.nan,
+            "latency_measured_ms": np.nan,
             "is_pareto": False, "duration_s": duration, "arch": t.user_attrs["arch"],
             "evaluated": bool(evaluations.get(t.number, {}).get("evaluated", False)),
             "eval_time_s": evaluations.get(t.number, {}).get("eval_time_s", np.nan),
@@ -48,18 +52,42 @@ def mark_pareto(df: pd.DataFrame, cost: str = "macs") -> pd.DataFrame:
     return df
 
 
+def measure_pareto_latency(df: pd.DataFrame, settings, rows) -> pd.DataFrame:
+    """Measured latency (target scale, the search's device) of the given rows, in latency_measured_ms;
+    latency_over_limit flags the ones the predictor let through over --latency."""
+    from search_spaces import Arch, get_space
+    from supernet import ArchNet
+
+    from .latency import measure_latency
+
+    df = df.copy()
+    space = get_space(settings.space)
+    for i in rows:
+        model = ArchNet(Arch.from_json(df.at[i, "arch"]), space.target)
+        lat = measure_latency(model, space.target.img_size, settings.latency_batch, settings.device, settings.latency_threads or None)
+        df.at[i, "latency_measured_ms"] = lat.median_ms
+    if settings.latency_ms is not None:
+        df["latency_over_limit"] = df["latency_measured_ms"] > settings.latency_ms
+    return df
+
+
 def _write_table(df: pd.DataFrame, path: Path) -> None:
     write_text_atomic(path, df.to_csv(index=False))
 
 
 def write_results(settings, run_dir: Path, seconds: float) -> dict:
     from .report import write_report
+    from .search import OBJECTIVES
 
-    cost = {"params": "params"}.get(settings.objectives[1] if len(settings.objectives) > 1 else "flops", "macs")
+    cost = OBJECTIVES[settings.objectives[1]][0] if len(settings.objectives) > 1 else "macs"
     df = mark_pareto(trials_frame(run_dir), cost)
+    evaluated = df[(df["status"] == "ok") & df["feasible"]]
+    best_row = evaluated.sort_values(["acc", "macs"], ascending=[False, True]).index[0] if len(evaluated) else None
+    if settings.uses_latency:
+        members = sorted(set(df.index[df["is_pareto"]]) | ({best_row} if best_row is not None else set()))
+        print(f"measuring the latency of {len(members)} architectures (Pareto front and best) on {settings.device}", flush=True)
+        df = measure_pareto_latency(df, settings, members)
     _write_table(df, run_dir / "trials.csv")
-    import io
-
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     write_bytes_atomic(run_dir / "trials.parquet", buf.getvalue())
@@ -67,12 +95,14 @@ def write_results(settings, run_dir: Path, seconds: float) -> dict:
     _write_table(pareto, run_dir / "pareto.csv")
     summary = {"run": str(run_dir), "trials": int(len(df)), "feasible": int(df["feasible"].sum()),
                "failed": int((df["status"] == "failed").sum()), "pareto": int(len(pareto)), "seconds": seconds, "best": None}
-    evaluated = df[(df["status"] == "ok") & df["feasible"]]
-    if len(evaluated):
-        row = evaluated.sort_values(["acc", "macs"], ascending=[False, True]).iloc[0]
+    if best_row is not None:
+        row = df.loc[best_row]
         best = {"space": settings.space, "arch": json.loads(row["arch"]), "accuracy": float(row["acc"]), "macs": int(row["macs"]),
                 "params": int(row["params"]), "trial": int(row["trial"]), "run": str(run_dir), "limits": settings.limits(),
                 "split": "validation (inherited supernet weights)"}
+        if settings.uses_latency:
+            best["latency_ms"] = {"predicted": float(row["latency_ms"]), "measured": float(row["latency_measured_ms"]),
+                                  "device": settings.device, "batch_size": settings.latency_batch}
         text = json.dumps(best, indent=2) + "\n"
         write_text_atomic(run_dir / "best.json", text)
         write_text_atomic(Path("results") / "best.json", text)

@@ -1,12 +1,12 @@
-"""python -m nas.search --space psvit_ext --flops 4.5G [--params 22M] [--latency 8ms]
-    [--sampler tpe|nsga2|random|gp|qmc] [--objectives acc,flops] [--trials N] [--seed S]
+"""python -m nas.search --space psvit_ext --flops 4.5G [--params 22M] [--latency 8ms [--device cpu|cuda]]
+    [--sampler tpe|nsga2|random|gp|qmc] [--objectives acc,flops|acc,latency] [--trials N] [--seed S]
     [--data ...] [--supernet results/<run>/supernet.pt] [--address auto] [--gpus-per-trial 0.25]
 python -m nas.search --resume results/<run>
 
 Trains the supernet if none is given, then searches it: Ray Tune runs the trials, an Optuna sampler
 proposes them (define-by-run over the space's choices). Limits are checked with the analytic cost
-model at the target scale before a trial touches the supernet; the sampler learns the boundary
-through Optuna's constraints. A trial evaluates one architecture with inherited weights (BatchNorm
+model (MACs, params) and the device's latency predictor at the target scale before a trial touches
+the supernet; the sampler learns the boundary through Optuna's constraints. A trial evaluates one architecture with inherited weights (BatchNorm
 recalibrated) on the validation split. Results go to results/<run>/.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from search_spaces.atomic import write_text_atomic
 
 from .cli import Parser, UserError, run_cli
 from .costs import arch_costs, extreme_arch
+from .latency import resolve_device
 from .units import parse_count, parse_latency_ms
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
@@ -57,6 +58,13 @@ class SearchSettings:
     concurrency: int = 0  # 0: as many as the resources allow
     run_dir: str = ""
     space_file: str | None = None
+    device: str = "auto"  # where latency is measured and predicted
+    latency_batch: int = 1
+    latency_threads: int = 0  # 0: torch's default
+
+    @property
+    def uses_latency(self) -> bool:
+        return self.latency_ms is not None or "latency" in self.objectives
 
     def limits(self) -> dict[str, float]:
         return {k: v for k, v in (("macs", self.flops), ("params", self.params), ("latency_ms", self.latency_ms)) if v is not None}
@@ -69,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=d.space)
     p.add_argument("--flops", default=None, help="MAC limit at the target scale: 4.5G, 4500M, 4.5e9")
     p.add_argument("--params", default=None, help="parameter limit: 22M")
-    p.add_argument("--latency", default=None, help="latency limit on this device: 8ms")
+    p.add_argument("--latency", default=None, help="latency limit at the target scale on --device: 8ms")
+    p.add_argument("--device", default=d.device, help="device whose latency is predicted and measured: auto (cuda if present), cpu, cuda")
+    p.add_argument("--latency-batch", type=int, default=d.latency_batch, help="batch size of the latency figures (default 1)")
+    p.add_argument("--latency-threads", type=int, default=d.latency_threads, help="CPU threads of the latency figures (default: torch's)")
     p.add_argument("--sampler", default=d.sampler, help=f"Optuna sampler: {', '.join(SAMPLERS)}")
     p.add_argument("--objectives", default=",".join(d.objectives), help="acc,flops (default), acc,latency, acc,params or acc")
     p.add_argument("--trials", type=int, default=d.trials, help="architectures proposed (infeasible ones included)")
@@ -116,9 +127,9 @@ def settings_from_args(args) -> SearchSettings:
     flops = parse_count(args.flops, "--flops", "4.5G") if args.flops is not None else None
     params = parse_count(args.params, "--params", "22M") if args.params is not None else None
     latency = parse_latency_ms(args.latency) if args.latency is not None else None
-    if latency is not None or "latency" in objectives:
-        raise UserError("--latency and the latency objective are not available yet: no latency predictor is built into this "
-                        "version; use --flops and --params")
+    if args.latency_batch < 1 or args.latency_threads < 0:
+        raise UserError("--latency-batch must be at least 1 and --latency-threads at least 0")
+    resolve_device(args.device)
     if args.scale not in ("proxy", "target"):
         raise UserError(f"--scale {args.scale!r} is not known; allowed: proxy, target")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
@@ -132,6 +143,7 @@ def settings_from_args(args) -> SearchSettings:
         trials=args.trials, seed=args.seed, data=args.data, scale=args.scale, supernet=args.supernet, epochs=args.epochs,
         strategy=args.strategy, address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency, space_file=str(Path(args.space_file).resolve()) if args.space_file else None,
+        device=args.device, latency_batch=args.latency_batch, latency_threads=args.latency_threads,
     )
     check_reachable(settings)
     if settings.address:
@@ -139,6 +151,16 @@ def settings_from_args(args) -> SearchSettings:
 
         check_address(settings.address)
     return settings
+
+
+def latency_predictor(settings: SearchSettings):
+    """The device's latency predictor for the space (built and cached on first use), or None if unused."""
+    if not settings.uses_latency:
+        return None
+    from .latency import load_predictor
+
+    return load_predictor(get_space(settings.space), device=settings.device, batch_size=settings.latency_batch,
+                          threads=settings.latency_threads or None)
 
 
 def check_reachable(settings: SearchSettings) -> None:
@@ -153,6 +175,13 @@ def check_reachable(settings: SearchSettings) -> None:
         if least > limit:
             raise UserError(f"{flag} {limit / scale:g}{unit[0]}: no architecture of {space.name} fits; the smallest has "
                             f"{least / scale:.2f}{unit} at the target scale ({target.img_size}x{target.img_size})")
+    if settings.latency_ms is not None:
+        predictor = latency_predictor(settings)
+        fastest = predictor.predict(predictor.fastest(space))
+        if fastest > settings.latency_ms:
+            raise UserError(f"--latency {settings.latency_ms:g}ms: no architecture of {space.name} is predicted to fit on "
+                            f"{predictor.key}; the fastest is predicted at {fastest:.2f} ms ({target.img_size}x{target.img_size}, "
+                            f"batch {settings.latency_batch})")
 
 
 # ------------------------------------------------------------------ trial evaluation (runs in Ray workers)
@@ -184,7 +213,8 @@ def evaluate_trial(config: dict, supernet_state: dict, bundle, settings: dict) -
 
     from .evaluate import evaluate
 
-    result = {"macs": config["macs"], "params": config["params"], "feasible": config["feasible"], "acc": 0.0, "eval_time_s": 0.0,
+    result = {"macs": config["macs"], "params": config["params"], "latency_ms": config["latency_ms"], "feasible": config["feasible"],
+              "acc": 0.0, "eval_time_s": 0.0,
               "evaluated": False, "trial": config["trial"]}
     if config["feasible"]:
         t0 = time.time()
@@ -216,27 +246,30 @@ def make_sampler(name: str, seed: int):
 
 
 class Proposer:
-    """Optuna define-by-run function: an Arch from the trial, its target-scale costs and feasibility.
+    """Optuna define-by-run function: an Arch from the trial, its target-scale costs (predicted latency
+    included when a predictor is given) and feasibility.
 
     A class rather than a closure because Ray Tune pickles the searcher for its experiment state.
     """
 
-    def __init__(self, settings: SearchSettings):
+    def __init__(self, settings: SearchSettings, predictor=None):
         self.space_name, self.limits, self.space_file = settings.space, settings.limits(), settings.space_file
+        self.predictor = predictor
 
     def __call__(self, trial):
         load_space_file(self.space_file)
         space = get_space(self.space_name)
         arch = space.suggest(trial)
         costs = arch_costs(arch, space.target)
-        values = {"macs": costs.macs, "params": costs.params}
-        constraints = [values[k] / v - 1.0 for k, v in self.limits.items() if k in values]
-        feasible = all(c <= 0 for c in constraints)
-        for key, value in (("arch", arch.to_json()), ("macs", costs.macs), ("params", costs.params), ("feasible", feasible)):
+        values = {"macs": costs.macs, "params": costs.params,
+                  "latency_ms": self.predictor.predict(arch) if self.predictor is not None else None}
+        constraints = {k: values[k] / v - 1.0 for k, v in self.limits.items()}
+        feasible = all(c <= 0 for c in constraints.values())
+        for key, value in (("arch", arch.to_json()), *values.items(), ("feasible", feasible)):
             trial.set_user_attr(key, value)
-        for key, value in zip(self.limits, constraints):
+        for key, value in constraints.items():
             trial.set_constraint(key, value)
-        return {"arch": arch.to_json(), "macs": costs.macs, "params": costs.params, "feasible": feasible, "trial": trial.number}
+        return {"arch": arch.to_json(), **values, "feasible": feasible, "trial": trial.number}
 
 
 class Progress:
@@ -266,8 +299,9 @@ class Progress:
             self.best = max(self.best or 0.0, result["acc"])
         rate = (self.done - self.start_done) / max((time.time() - self.t0) / 60, 1e-9)
         status = f"acc {result['acc']:.3f}" if result.get("feasible") else "infeasible, not evaluated"
+        latency = f", {result['latency_ms']:.1f} ms predicted" if result.get("latency_ms") is not None else ""
         best = f"{self.best:.3f}" if self.best is not None else "-"
-        print(f"trial {self.done}/{self.total}: {result['macs'] / 1e9:.2f}G MACs, {status} | feasible {self.feasible} | "
+        print(f"trial {self.done}/{self.total}: {result['macs'] / 1e9:.2f}G MACs{latency}, {status} | feasible {self.feasible} | "
               f"best feasible acc {best} | {rate:.1f} trials/min", flush=True)
 
 
@@ -314,7 +348,8 @@ def _close_interrupted(run_dir: Path, objectives: tuple[str, ...]) -> None:
             continue
         record = evaluations.get(t.number)
         if record is not None and "arch" in t.user_attrs:
-            measured = {"acc": record["acc"], "flops": t.user_attrs["macs"], "params": t.user_attrs["params"]}
+            measured = {"acc": record["acc"], "flops": t.user_attrs["macs"], "params": t.user_attrs["params"],
+                        "latency": t.user_attrs.get("latency_ms")}
             storage.set_trial_state_values(t._trial_id, TrialState.COMPLETE, [measured[o] for o in objectives])
         else:
             storage.set_trial_user_attr(t._trial_id, "interrupted", True)
@@ -343,7 +378,7 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     mode = [m for _, m in metrics] if len(metrics) > 1 else metrics[0][1]
     # Ask-and-tell bookkeeping goes through the journal, so a killed search keeps every told trial.
     sampler = make_sampler(settings.sampler, settings.seed + len(finished))
-    searcher = OptunaSearch(space=Proposer(settings), metric=metric, mode=mode, sampler=sampler,
+    searcher = OptunaSearch(space=Proposer(settings, latency_predictor(settings)), metric=metric, mode=mode, sampler=sampler,
                             study_name="search", storage=_journal(run_dir))
     start_ray(settings.address, num_gpus=None)
     import ray

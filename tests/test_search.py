@@ -32,8 +32,8 @@ def toy(tmp_path_factory):
     return f"npz:{path}"
 
 
-def _search_args(toy, out, trials, *extra):
-    return ["--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", "2.3G", "--trials", str(trials), "--epochs", "1",
+def _search_args(toy, out, trials, *extra, flops="2.3G"):
+    return ["--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", flops, "--trials", str(trials), "--epochs", "1",
             "--data", toy, "--out", str(out), *extra]
 
 
@@ -44,6 +44,7 @@ def test_search_writes_results_and_skips_infeasible(tmp_path, toy):
     for name in ("config.json", "trials.csv", "trials.parquet", "pareto.csv", "best.json", "report.md", "supernet.pt"):
         assert (run / name).is_file(), name
     assert (tmp_path / "results" / "best.json").read_text() == (run / "best.json").read_text()
+    assert {"pareto_macs.png", "hypervolume.png", "choices.png"} <= {p.name for p in (run / "report").glob("*.png")}  # nas.report's code path
     df = pd.read_csv(run / "trials.csv")
     assert len(df) == 10 and sorted(df["trial"]) == list(range(10))
     assert (df["feasible"] == (df["macs"] <= 2.3e9)).all()
@@ -98,7 +99,6 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy)
     (["--flops", ""], ["--flops: ''"]),
     (["--params", "22Q"], ["--params: '22Q'"]),
     (["--latency", "fast"], ["--latency: 'fast' is not a latency"]),
-    (["--flops", "4.5G", "--latency", "8ms"], ["--latency", "not available"]),
     (["--space", "nope", "--flops", "4.5G"], ["unknown space 'nope'", "known spaces: psvit, psvit_ext"]),
     (["--flops", "4.5G", "--sampler", "nope"], ["--sampler 'nope' is not known", "tpe, nsga2, random, gp, qmc"]),
     (["--flops", "4.5G", "--trials", "0"], ["--trials must be at least 1"]),
@@ -143,3 +143,31 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 def test_unreachable_address(tmp_path, toy):
     proc = run_module("nas.search", *_search_args(toy, tmp_path / "r", 2, "--address", "127.0.0.1:1"), cwd=tmp_path, timeout=200)
     assert_user_error(proc, "--address 127.0.0.1:1: cannot reach a Ray cluster")
+
+
+def test_latency_limit_search_measures_the_pareto_front(tmp_path, toy):
+    """--latency with a predictor cached for this device: infeasible by predicted latency are not evaluated,
+    every Pareto member and the best get a measured latency, and members over the limit are flagged."""
+    from nas.latency import load_predictor
+    from search_spaces import get_space
+    import tiny_space  # noqa: F401  (registers tiny_ext)
+
+    space = get_space("tiny_ext")
+    quick = {"warmup": 1, "min_repeats": 3, "min_time_s": 0.0}
+    pred = load_predictor(space, device="cpu", root=tmp_path / "results" / "latency", log=lambda *_: None, calib_archs=3,
+                          progress=False, part_repeats=quick, arch_repeats=quick)
+    limit = float(np.median([pred.predict(space.sample(s)) for s in range(200)]))
+    proc = run_module("nas.search", *_search_args(toy, tmp_path / "run", 8, "--latency", f"{limit:.3f}ms", "--device", "cpu",
+                                                  flops="100G"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "building the latency predictor" not in proc.stdout + proc.stderr
+    df = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert df["latency_ms"].notna().all()
+    assert (df["feasible"] == (df["latency_ms"] <= round(limit, 3))).all()
+    assert (~df[~df["feasible"]]["evaluated"]).all()
+    pareto = pd.read_csv(tmp_path / "run" / "pareto.csv")
+    assert len(pareto) >= 1 and (pareto["latency_measured_ms"] > 0).all() and (pareto["latency_ms"] <= round(limit, 3)).all()
+    assert (pareto["latency_over_limit"] == (pareto["latency_measured_ms"] > round(limit, 3))).all()
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    row = df[df["trial"] == best["trial"]].iloc[0]
+    assert best["latency_ms"]["predicted"] == row["latency_ms"] and best["latency_ms"]["measured"] == row["latency_measured_ms"] > 0
