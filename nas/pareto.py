@@ -6,7 +6,10 @@ import pandas as pd
 
 
 def pareto_mask(df: pd.DataFrame, maximize: list[str], minimize: list[str]) -> np.ndarray:
-    """True for the rows no other row dominates (at least as good everywhere, better somewhere)."""
+    """True for the rows no other row dominates (at least as good everywhere, better somewhere).
+
+    Rows with equal objectives do not dominate each other: duplicates of a front member are all kept.
+    """
     if df.empty:
         return np.zeros(0, dtype=bool)
     values = np.concatenate([-df[maximize].to_numpy(float), df[minimize].to_numpy(float)], axis=1)
@@ -19,15 +22,19 @@ def pareto_mask(df: pd.DataFrame, maximize: list[str], minimize: list[str]) -> n
     return mask
 
 
-def hypervolume_2d(acc: np.ndarray, cost: np.ndarray, ref_acc: float, ref_cost: float) -> float:
-    """Area dominated by the points (accuracy up, cost down) and bounded by the reference point."""
-    pts = [(c, a) for a, c in zip(acc, cost) if a > ref_acc and c < ref_cost]
-    if not pts:
+def hypervolume_2d(acc, cost, ref_acc: float, ref_cost: float) -> float:
+    """Area dominated by the points (accuracy up, cost down) and bounded by the reference point.
+
+    Points with accuracy <= ref_acc or cost >= ref_cost add nothing. Sorted by cost, each point
+    covers from its cost to the next point's cost (the last one to ref_cost) up to the best
+    accuracy seen so far.
+    """
+    acc, cost = np.asarray(acc, float), np.asarray(cost, float)
+    inside = (acc > ref_acc) & (cost < ref_cost)
+    if not inside.any():
         return 0.0
-    pts.sort()  # by cost ascending
-    area, best_acc = 0.0, ref_acc
-    for k, (c, a) in enumerate(pts):
-        best_acc = max(best_acc, a)
-        next_cost = pts[k + 1][0] if k + 1 < len(pts) else ref_cost
-        area += (next_cost - c) * (best_acc - ref_acc)
-    return area
+    order = np.argsort(cost[inside], kind="stable")
+    costs = cost[inside][order]
+    best_acc = np.maximum.accumulate(acc[inside][order])
+    widths = np.diff(np.append(costs, ref_cost))
+    return float(np.sum(widths * (best_acc - ref_acc)))
