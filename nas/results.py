@@ -107,5 +107,5 @@ def write_results(settings, run_dir: Path, seconds: float) -> dict:
         write_text_atomic(run_dir / "best.json", text)
         write_text_atomic(Path("results") / "best.json", text)
         summary["best"] = best
-    write_report(run_dir, df, settings, summary)
+    write_report(run_dir)
     return summary
