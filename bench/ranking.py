@@ -1,14 +1,15 @@
 """Ranking fidelity of the supernet: inherited-weight accuracy against training each architecture alone.
 
     python bench/ranking.py --data npz:../shared/data/cifar10_12k.npz [--space psvit_ext]
-        [--strategy sandwich|uniform|stratified] [--supernet-epochs 8] [--archs 12] [--standalone-epochs 4]
-        [--train-subset 4000] [--seed 0] [--threads 2] [--out results/ranking-<time>]
+        [--strategy sandwich|uniform|stratified] [--path-dist choice|legal] [--supernet-epochs 8]
+        [--archs 12] [--standalone-epochs 4] [--train-subset 4000] [--seed 0] [--threads 2]
+        [--out results/ranking-<time>] [--reuse-standalone results/ranking-<earlier>]
 
 A supernet is trained at the proxy scale (nas.train.Trainer) on a seeded subset of the training split
 (the validation split stays whole). `--archs` architectures are then chosen stratified over MACs:
-`--pool` uniform samples of the space, their MAC range cut into equal-width bins, one architecture per
-bin drawn with the seed (where a bin is empty, the unchosen sample nearest its centre). Each is scored
-twice on the validation split, never test:
+`--pool` samples of the space (drawn choice by choice, as the search proposes), their MAC range cut
+into equal-width bins, one architecture per bin drawn with the seed (where a bin is empty, the
+unchosen sample nearest its centre). Each is scored twice on the validation split, never test:
 
 - inherited: its supernet path, BatchNorm recalibrated on 20 training batches (nas.evaluate);
 - standalone: an ArchNet trained from scratch (seeded per architecture) with one recipe for all: the
@@ -20,6 +21,10 @@ Kendall tau and Spearman rho between the two, with bootstrap 90% intervals over 
 <out>/ranking.csv (one row per architecture) and <out>/ranking.json (figures and settings) are written,
 the supernet run goes to <out>/supernet. Kendall tau of MACs against standalone accuracy is reported
 alongside as the baseline a supernet has to beat.
+
+To compare supernet strategies cheaply, `--reuse-standalone <earlier run>` takes the standalone
+accuracies of an earlier run whose data, architectures and recipe are the same (checked), so only the
+supernet is trained again.
 
 Time with the defaults on 2 CPU cores (cifar10_12k: 4,000 of 9,000 training images, 125 steps per
 epoch at batch 32, 1,000 validation images): supernet 8 epochs x ~100 s (sandwich step 0.65-0.75 s, plus
@@ -48,7 +53,7 @@ from nas.cli import Parser, UserError, run_cli
 from nas.costs import arch_costs
 from nas.data import load_data, make_loader
 from nas.evaluate import evaluate
-from nas.sampling import STRATEGIES
+from nas.sampling import DISTRIBUTIONS, STRATEGIES
 from nas.train import TrainConfig, Trainer
 from search_spaces import get_space
 from supernet import ArchNet
@@ -59,9 +64,10 @@ def build_parser() -> Parser:
     p.add_argument("--data", required=True, help="npz:PATH (e.g. npz:../shared/data/cifar10_12k.npz), digits, ...")
     p.add_argument("--space", default="psvit_ext")
     p.add_argument("--strategy", default="sandwich", choices=STRATEGIES)
+    p.add_argument("--path-dist", default="choice", choices=DISTRIBUTIONS, help="supernet training: random paths by choice or legal-uniform")
     p.add_argument("--supernet-epochs", type=int, default=8)
     p.add_argument("--archs", type=int, default=12, help="architectures ranked (MAC bins)")
-    p.add_argument("--pool", type=int, default=2000, help="uniform samples the architectures are chosen from")
+    p.add_argument("--pool", type=int, default=2000, help="samples the architectures are chosen from")
     p.add_argument("--standalone-epochs", type=int, default=4)
     p.add_argument("--train-subset", type=int, default=4000, help="training images used (0: all)")
     p.add_argument("--batch-size", type=int, default=32, help="supernet and standalone")
@@ -72,13 +78,15 @@ def build_parser() -> Parser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
     p.add_argument("--out", default="", help="default results/ranking-<time>")
+    p.add_argument("--reuse-standalone", default="", metavar="RUN",
+                   help="an earlier ranking run folder: standalone accuracies of the same architectures, data and recipe are reused")
     return p
 
 
 def pick_archs(space, scale, n: int, pool: int, seed: int) -> list:
-    """`n` architectures, one per equal-width MAC bin over `pool` uniform samples, smallest first."""
+    """`n` architectures, one per equal-width MAC bin over `pool` samples, smallest first."""
     rng = random.Random(seed)
-    archs = list({a.key(): a for a in (space.sample(rng) for _ in range(pool))}.values())
+    archs = list({a.key(): a for a in (space.sample_by_choice(rng) for _ in range(pool))}.values())
     df = pd.DataFrame({"arch": archs, "macs": [arch_costs(a, scale).macs for a in archs]})
     df["bin"], edges = pd.cut(df.macs, n, labels=False, retbins=True)
     picked = df.groupby("bin").sample(1, random_state=seed)
@@ -140,6 +148,25 @@ def correlation(stat, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -
     return float(value), float(lo), float(hi)
 
 
+RECIPE = ("data", "space", "archs", "pool", "standalone_epochs", "train_subset", "batch_size", "lr", "seed")
+
+
+def reusable_standalone(args) -> dict[tuple[int, str], float]:
+    """Standalone accuracies by (index, arch JSON) from an earlier run with the same data, architectures and recipe."""
+    if not args.reuse_standalone:
+        return {}
+    run = Path(args.reuse_standalone)
+    try:
+        earlier = json.loads((run / "ranking.json").read_text())["settings"]
+        rows = pd.read_csv(run / "ranking.csv")
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"--reuse-standalone {run}: not a finished ranking run ({type(e).__name__})") from None
+    differ = [k for k in RECIPE if earlier.get(k) != vars(args)[k]]
+    if differ:
+        raise UserError(f"--reuse-standalone {run}: its {', '.join(differ)} differ from this run's; standalone accuracies would not compare")
+    return {(int(r["index"]), r["arch"]): float(r["standalone_acc"]) for _, r in rows.iterrows()}
+
+
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -159,19 +186,23 @@ def main(argv=None) -> int:
 
     trainer = Trainer(TrainConfig(
         space=args.space, data=args.data, scale="proxy", epochs=args.supernet_epochs, batch_size=args.batch_size, lr=args.lr,
-        strategy=args.strategy, seed=args.seed, out=str(out / "supernet"), device=args.device, threads=args.threads,
+        strategy=args.strategy, path_dist=args.path_dist, seed=args.seed, out=str(out / "supernet"), device=args.device,
+        threads=args.threads,
     ), bundle=bundle)
     summary = trainer.run()
     t_supernet = time.time() - t_start
     print(f"supernet: {args.supernet_epochs} epochs in {t_supernet / 60:.1f} min", flush=True)
 
     archs = pick_archs(space, trainer.scale, args.archs, args.pool, args.seed)
+    reused = reusable_standalone(args)
     rows = []
     for i, arch in enumerate(archs):
         t0 = time.time()
         costs = arch_costs(arch, trainer.scale)
         inherited = evaluate(trainer.net, arch, trainer.val_loader, trainer.calib_loader, calib_batches=args.calib_batches)
-        standalone = train_standalone(arch, trainer, args, i)
+        standalone = reused.get((i, arch.to_json()))
+        if standalone is None:
+            standalone = train_standalone(arch, trainer, args, i)
         rows.append({"index": i, "macs": costs.macs, "params": costs.params, "inherited_acc": inherited,
                      "standalone_acc": standalone, "seconds": time.time() - t0, "arch": arch.to_json()})
         print(f"arch {i + 1}/{len(archs)}: {costs.macs / 1e6:.1f}M MACs, inherited {inherited:.3f}, standalone {standalone:.3f} "
@@ -193,7 +224,7 @@ def main(argv=None) -> int:
     (out / "ranking.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"baseline: MACs vs standalone kendall_tau={macs_tau[0]:.3f} [{macs_tau[1]:.3f}, {macs_tau[2]:.3f}]; results in {out}")
     print(f"n={len(df)} kendall_tau={tau[0]:.3f} [{tau[1]:.3f}, {tau[2]:.3f}] spearman_rho={rho[0]:.3f} [{rho[1]:.3f}, {rho[2]:.3f}] "
-          f"(strategy {args.strategy}, supernet {args.supernet_epochs} epochs, standalone {args.standalone_epochs} epochs, {minutes:.0f} min)",
+          f"(strategy {args.strategy}, paths {args.path_dist}, supernet {args.supernet_epochs} epochs, standalone {args.standalone_epochs} epochs, {minutes:.0f} min)",
           flush=True)
     return 0
 

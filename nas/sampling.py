@@ -1,10 +1,17 @@
 """Which paths a supernet training step runs.
 
-- uniform (SPOS): one architecture drawn uniformly from the legal set;
-- sandwich: the largest and the smallest architecture by MACs plus `num_random` uniform ones; the
+- uniform (SPOS): one random architecture;
+- sandwich: the largest and the smallest architecture by MACs plus `num_random` random ones; the
   largest path's predictions teach the others (in-place distillation);
-- stratified: like uniform, but first a MAC bin is chosen uniformly (bins evenly spaced between the
-  smallest and largest architecture), so small and large architectures are trained equally often.
+- stratified: like uniform, but first a MAC bin is chosen uniformly, so small and large architectures
+  are trained equally often. The bins are evenly spaced between the 1st and 99th percentile of MACs
+  over a seeded pool of random architectures (the extremes of the space are too rare to fill a bin);
+  an architecture is drawn until one falls in the chosen bin, or else taken from the pool's members
+  of that bin.
+
+Random architectures are drawn choice by choice (`dist="choice"`, SearchSpace.sample_by_choice: the
+distribution the search proposes from) or uniformly over the legal set (`dist="legal"`, which
+favours deep stages exponentially).
 
 The draw depends only on (seed, epoch, step): every worker of a distributed run gets the same path.
 """
@@ -12,44 +19,52 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from search_spaces import Arch, Scale, SearchSpace
 
 from .costs import arch_costs, extreme_arch
 
 STRATEGIES = ("sandwich", "uniform", "stratified")
+DISTRIBUTIONS = ("choice", "legal")
 
 
 class PathSampler:
     def __init__(self, space: SearchSpace, scale: Scale, strategy: str = "sandwich", seed: int = 0,
-                 num_random: int = 1, bins: int = 8, max_tries: int = 200):
+                 num_random: int = 1, bins: int = 8, max_tries: int = 200, dist: str = "choice", pool: int = 1000):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown sampling strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        if dist not in DISTRIBUTIONS:
+            raise ValueError(f"unknown path distribution {dist!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+        self.random_arch = space.sample_by_choice if dist == "choice" else space.sample
         self.space, self.scale, self.strategy, self.seed = space, scale, strategy, seed
         self.num_random, self.bins, self.max_tries = num_random, bins, max_tries
         self.largest = extreme_arch(space, scale, largest=True)
         self.smallest = extreme_arch(space, scale, largest=False)
-        self.lo = arch_costs(self.smallest, scale).macs
-        self.hi = arch_costs(self.largest, scale).macs
+        if strategy == "stratified":
+            rng = random.Random(f"{seed}:bins")
+            archs = [self.random_arch(rng) for _ in range(pool)]
+            macs = np.array([arch_costs(a, scale).macs for a in archs])
+            self.edges = np.linspace(*np.percentile(macs, [1, 99]), bins + 1)
+            self.bin_pool = [[a for a, m in zip(archs, macs) if lo <= m <= hi] for lo, hi in zip(self.edges, self.edges[1:])]
 
     def _rng(self, epoch: int, step: int) -> random.Random:
         return random.Random(f"{self.seed}:{epoch}:{step}")
 
     def _stratified(self, rng: random.Random) -> Arch:
         b = rng.randrange(self.bins)
-        lo = self.lo + (self.hi - self.lo) * b / self.bins
-        hi = self.lo + (self.hi - self.lo) * (b + 1) / self.bins
-        arch = self.space.sample(rng)
+        lo, hi = self.edges[b], self.edges[b + 1]
         for _ in range(self.max_tries):
+            arch = self.random_arch(rng)
             if lo <= arch_costs(arch, self.scale).macs <= hi:
                 return arch
-            arch = self.space.sample(rng)
-        return arch
+        return rng.choice(self.bin_pool[b])
 
     def paths(self, epoch: int, step: int) -> list[Arch]:
         """The architectures of one step; for sandwich the first is the largest (the teacher)."""
         rng = self._rng(epoch, step)
         if self.strategy == "uniform":
-            return [self.space.sample(rng)]
+            return [self.random_arch(rng)]
         if self.strategy == "stratified":
             return [self._stratified(rng)]
-        return [self.largest, self.smallest] + [self.space.sample(rng) for _ in range(self.num_random)]
+        return [self.largest, self.smallest] + [self.random_arch(rng) for _ in range(self.num_random)]

@@ -23,7 +23,7 @@ from .cli import UserError
 from .costs import arch_costs
 from .data import DataBundle, load_data, make_loader
 from .evaluate import evaluate
-from .sampling import STRATEGIES, PathSampler
+from .sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
 from .trainloop import (average_gradients, check_finite, check_out_folder, new_out_dir, pick_device, rank_and_world,
                         rng_state, save_progress, set_rng_state, shard, train_epoch)
 
@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     min_lr: float = 1e-5
     strategy: str = "sandwich"
+    path_dist: str = "choice"
     num_random: int = 1
     distill: bool = True
     label_smoothing: float = 0.1
@@ -60,6 +61,8 @@ class TrainConfig:
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UserError(f"--strategy {self.strategy!r} is not known; allowed: {', '.join(STRATEGIES)}")
+        if self.path_dist not in DISTRIBUTIONS:
+            raise UserError(f"--path-dist {self.path_dist!r} is not known; allowed: {', '.join(DISTRIBUTIONS)}")
         if self.scale not in ("proxy", "target"):
             raise UserError(f"--scale {self.scale!r} is not known; allowed: proxy, target")
         for name in ("epochs", "batch_size"):
@@ -129,7 +132,7 @@ class Trainer:
             self.optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, min_lr=cfg.min_lr,
             warmup_lr=cfg.lr * 0.01, updates_per_epoch=len(self.train_loader), step_on_epochs=False,
         )
-        self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random)
+        self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist)
         self.epoch, self.history = 0, []
         if resume_state is not None:
             self._restore(resume_state)
@@ -207,7 +210,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         summary = {
             "space": self.space.name, "scale": self.scale.to_dict(), "data": self.bundle.describe(), "epochs": self.epoch,
-            "strategy": self.cfg.strategy, "checkpoint": str(self.ckpt_path),
+            "strategy": self.cfg.strategy, "path_dist": self.cfg.path_dist, "checkpoint": str(self.ckpt_path),
             "val_acc_largest": last.get("val_acc_largest"), "val_acc_smallest": last.get("val_acc_smallest"),
             "chance": 1.0 / self.bundle.num_classes,
             "largest_macs": arch_costs(self.sampler.largest, self.scale).macs,

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
     p.add_argument("--strategy", default=d.strategy, help=f"path sampling: {', '.join(STRATEGIES)}")
+    p.add_argument("--path-dist", default=d.path_dist, help="random paths drawn choice by choice (default) or uniformly over the legal set: choice, legal")
     p.add_argument("--num-random", type=int, default=d.num_random, help="random paths per sandwich step")
     p.add_argument("--no-distill", action="store_true", help="sandwich without in-place distillation")
     p.add_argument("--seed", type=int, default=d.seed)

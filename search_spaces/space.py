@@ -187,6 +187,28 @@ class SearchSpace:
         stages = tuple(self._sample_stage(i, d, rng) for i, d in enumerate(depths))
         return Arch(space=self.name, stages=stages, merges=merges)
 
+    def sample_by_choice(self, rng: random.Random | int | None = None) -> Arch:
+        """One architecture drawn choice by choice, each value uniform among those legal at that point:
+        the depths (per stage, or a legal depth tuple), the merges, then each layer's block type and its
+        value. This is how `suggest` proposes under Optuna's random sampler and how SPOS/AutoFormer
+        sample training paths; unlike `sample` it does not favour deep stages, whose layer sequences
+        outnumber shallow ones exponentially."""
+        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        if self.total_depths is None:
+            depths = tuple(rng.choice(r.depths) for r in self.stages)
+        else:
+            depths = rng.choice(self.depth_tuples())
+        merges = tuple(rng.choice(ops) for ops in self.merges)
+        stages = []
+        for rule, d in zip(self.stages, depths):
+            layers: list[Layer] = []
+            for _ in range(d):
+                can_share = bool(layers) and layers[-1].block == "mhsa"
+                block = rng.choice([b for b in rule.blocks if b != "shared" or can_share])
+                layers.append(Layer(block=block, **{_FIELD_OF_BLOCK[block]: rng.choice(rule.values(block))}))
+            stages.append(tuple(layers))
+        return Arch(space=self.name, stages=tuple(stages), merges=merges)
+
     def mutate(self, arch: Arch, rng: random.Random | int | None = None, prob: float = 0.2) -> Arch:
         """A legal neighbour differing from `arch`: each choice is redrawn with probability `prob`."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)

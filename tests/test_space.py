@@ -150,3 +150,22 @@ def test_optuna_params_reproduce_the_arch():
     arch = space.suggest(trial)
     fixed = optuna.trial.FixedTrial(trial.params)
     assert space.suggest(fixed) == arch
+
+
+def test_sample_by_choice_is_legal_and_uniform_per_choice():
+    space = get_space("psvit_ext")
+    rng = random.Random(0)
+    archs = [space.sample_by_choice(rng) for _ in range(4000)]
+    for a in archs[:200]:
+        space.validate(a)
+    assert space.sample_by_choice(5) == space.sample_by_choice(5)
+    for i, rule in enumerate(space.stages):
+        depths = Counter(a.depths[i] for a in archs)
+        assert set(depths) == set(rule.depths)
+        for d in rule.depths:  # each depth ~ 1/len(depths); 4000 draws: 4 standard errors < 0.04
+            assert abs(depths[d] / len(archs) - 1 / len(rule.depths)) < 0.04, (i, depths)
+        first = Counter(a.stages[i][0].block for a in archs)
+        assert set(first) == set(rule.blocks) - {"shared"}
+    # the legal-uniform sampler, by contrast, almost never picks a 3-layer stage 2 (12^3 vs 12^7 sequences)
+    assert sum(space.sample(s).depths[2] == 3 for s in range(300)) == 0
+    assert 0.25 < sum(a.depths[2] == 3 for a in archs) / len(archs) < 0.42
