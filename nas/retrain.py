@@ -30,8 +30,8 @@ from .data import DataBundle, load_data, make_loader
 from .evaluate import model_accuracy
 from .export import export_model, parse_formats
 from .train import data_img_size, resolve_scale
-from .trainloop import (average_gradients, check_finite, check_out_folder, new_out_dir, pick_device, rank_and_world,
-                        rng_state, save_progress, set_rng_state, shard, train_epoch)
+from .trainloop import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
+                        shard, train_epoch)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -245,7 +245,7 @@ def inherited_weights(path: str, space_name: str, scale, arch: Arch) -> dict:
     return net.extract(arch).state_dict()
 
 
-class Retrainer:
+class Retrainer(TrainerBase):
     """One architecture trained from scratch (or from its supernet weights) with a timm recipe;
     `run()` trains to cfg.epochs, resuming from out/checkpoint.pt if asked, then evaluates and measures."""
 
@@ -262,16 +262,8 @@ class Retrainer:
         from .search import load_space_file
 
         t_start = time.time()
-        cfg.check()
         load_space_file(cfg.space_file)
-        self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
-        self.rank, self.world = rank_and_world()
-        self.device = pick_device(cfg.device)
-        if self.device.type == "cpu" and cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.out = Path(cfg.out)
-        self.ckpt_path = self.out / CHECKPOINT
-        check_out_folder(self.out, self.ckpt_path, cfg.resume, "retrain")
+        self._setup(cfg, log, on_epoch_end, CHECKPOINT, "retrain")
         self.space = get_space(cfg.space)
         self.arch = self.space.validate(Arch.from_dict(cfg.arch))
         self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,8 @@ from .costs import arch_costs
 from .data import DataBundle, load_data, make_loader
 from .evaluate import evaluate
 from .sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
-from .trainloop import (average_gradients, check_finite, check_out_folder, new_out_dir, pick_device, rank_and_world,
-                        rng_state, save_progress, set_rng_state, shard, train_epoch)
+from .trainloop import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
+                        shard, train_epoch)
 
 CHECKPOINT = "supernet.pt"
 SUMMARY = "train_summary.json"
@@ -95,7 +94,7 @@ def _soft_cross_entropy(logits, teacher_logits):
     return torch.sum(-F.softmax(teacher_logits, dim=-1) * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
-class Trainer:
+class Trainer(TrainerBase):
     """One supernet training run; `run()` trains to cfg.epochs, resuming from out/supernet.pt if asked."""
 
     def __init__(self, cfg: TrainConfig, bundle: DataBundle | None = None, log=print, on_epoch_end=None):
@@ -104,15 +103,7 @@ class Trainer:
 
         from supernet import Supernet
 
-        cfg.check()
-        self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
-        self.rank, self.world = rank_and_world()
-        self.device = pick_device(cfg.device)
-        if self.device.type == "cpu" and cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.out = Path(cfg.out)
-        self.ckpt_path = self.out / CHECKPOINT
-        check_out_folder(self.out, self.ckpt_path, cfg.resume, "supernet")
+        self._setup(cfg, log, on_epoch_end, CHECKPOINT, "supernet")
         self.space = get_space(cfg.space)
         self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction)
         self.scale = resolve_scale(cfg, self.bundle)

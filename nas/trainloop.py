@@ -78,6 +78,22 @@ def check_out_folder(out: Path, checkpoint: Path, resume: bool, what: str) -> No
         raise UserError(f"--resume: {checkpoint} does not exist")
 
 
+class TrainerBase:
+    """The set-up both trainers begin with: the config checked, rank and world, device and CPU threads,
+    and the run folder's checkpoint rules (no overwriting without --resume)."""
+
+    def _setup(self, cfg, log, on_epoch_end, checkpoint: str, what: str) -> None:
+        cfg.check()
+        self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
+        self.rank, self.world = rank_and_world()
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cpu" and cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        self.ckpt_path = self.out / checkpoint
+        check_out_folder(self.out, self.ckpt_path, cfg.resume, what)
+
+
 def check_finite(loss: torch.Tensor, epoch: int, step: int, checkpoint: Path, saved_epoch: int, lr: float) -> None:
     if not torch.isfinite(loss):
         raise RunFailed(
