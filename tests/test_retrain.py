@@ -4,13 +4,12 @@ import json
 from dataclasses import replace
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import tiny_space  # noqa: F401  (registers tiny_ext)
-from conftest import ROOT, assert_user_error, run_module
+from conftest import ROOT, assert_user_error, run_module, toy_npz
 from nas.checkpoint import RETRAIN_KIND, load_checkpoint, save_checkpoint
 from nas.cli import RunFailed
 from nas.costs import arch_costs
@@ -24,19 +23,7 @@ FAST = ["--epochs", "2", "--batch-size", "16", "--no-latency"]
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """A learnable toy set: 3 classes told apart by their mean colour."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 3, n)
-        x = rng.normal(80, 30, (n, 16, 16, 3))
-        x[np.arange(n), :, :, y] += 90
-        return x.clip(0, 255).astype(np.uint8), y
-
-    (a, b), (c, d) = make(120), make(30)
-    path = tmp_path_factory.mktemp("data") / "toy.npz"
-    np.savez(path, x_train=a, y_train=b, x_test=c, y_test=d)
-    return f"npz:{path}"
+    return toy_npz(tmp_path_factory.mktemp("data") / "toy.npz", n_train=120, n_test=30)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_user_error, run_module
+from conftest import TINY, assert_user_error, run_module, toy_npz
 from nas.checkpoint import load_checkpoint
 from nas.cli import RunFailed, UserError
 from nas.evaluate import evaluate, path_batchnorms
@@ -11,20 +10,7 @@ from nas.train import TrainConfig, Trainer
 
 @pytest.fixture
 def data(tmp_path):
-    """A learnable toy set: 3 classes told apart by their mean colour."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 3, n)
-        x = rng.normal(80, 30, (n, 16, 16, 3))
-        x[np.arange(n), :, :, y] += 90
-        return x.clip(0, 255).astype(np.uint8), y
-
-    x_train, y_train = make(96)
-    x_test, y_test = make(24)
-    path = tmp_path / "toy.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return f"npz:{path}"
+    return toy_npz(tmp_path / "toy.npz")
 
 
 def _cfg(data, out, **kw):
