@@ -2,7 +2,11 @@
 
 Measurement: eval mode, inference mode, a fixed thread count on the CPU, warm-up, then repeats until
 both a minimum count and a minimum time are reached; on CUDA each repeat is timed with events after a
-synchronize. The median is the figure, the interquartile range its spread.
+synchronize. Models are timed round-robin in rounds, and a model's figure is the median over rounds of
+each round's median; the interquartile range of all its runs is the spread. A machine's speed is not
+constant: on the shared 2-core VM this was developed on, it switches between levels about 25% apart
+that last tens of seconds. Interleaving spreads every model over the same spells, and the median over
+rounds reports the level the machine spends most time at, the same for every model.
 
 Prediction: a table of per-part latencies at the space's target scale (stem, head, each merge
 operator, each block choice), keyed by what sets a part's cost (block type, choice, token grid,
@@ -109,25 +113,56 @@ def measure(fn, device: torch.device, warmup: int = 5, min_repeats: int = 10, mi
     return times
 
 
-def summarize(times: list[float], device: torch.device, batch_size: int, threads: int) -> Latency:
-    q = np.percentile(times, [25, 50, 75])
-    return Latency(float(q[1]), float(q[0]), float(q[2]), len(times), str(device), batch_size, threads)
+def summarize(rounds: list[list[float]], device: torch.device, batch_size: int, threads: int) -> Latency:
+    """The median over rounds of each round's median, with the interquartile range of all runs."""
+    runs = [t for r in rounds for t in r]
+    p25, p75 = np.percentile(runs, [25, 75])
+    return Latency(float(statistics.median(statistics.median(r) for r in rounds)), float(p25), float(p75), len(runs),
+                   str(device), batch_size, threads)
+
+
+def measure_interleaved(fns: list, device: torch.device, threads: int, rounds: int = 5, progress: str | None = None,
+                        **kw) -> list[list[list[float]]]:
+    """Each of `fns` timed (`measure`) in `rounds` round-robin rounds: per fn, the runs of each round."""
+    from tqdm import tqdm
+
+    per_fn: list[list[list[float]]] = [[] for _ in fns]
+    with _Threads(threads), tqdm(total=rounds * len(fns), desc=progress, disable=progress is None, file=sys.stderr,
+                                 dynamic_ncols=True, mininterval=0.5) as bar:
+        for _ in range(rounds):
+            for k, fn in enumerate(fns):
+                per_fn[k].append(measure(fn, device, **kw))
+                bar.update()
+    return per_fn
+
+
+def _forward(model: nn.Module, shape: tuple, device: torch.device):
+    model.eval().to(device)
+    x = torch.randn(*shape, device=device)
+    return lambda: model(x)
+
+
+def measure_models(models: list[nn.Module], img_size: int, batch_size: int = 1, device: str | torch.device = "auto",
+                   threads: int | None = None, in_chans: int = 3, rounds: int = 5, progress: str | None = None,
+                   **kw) -> list[Latency]:
+    """Latency of one forward pass of each model on a random (batch, in_chans, img_size, img_size) input,
+    the models timed round-robin in `rounds` rounds."""
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    threads = threads or default_threads()
+    modes = [m.training for m in models]
+    try:
+        fns = [_forward(m, (batch_size, in_chans, img_size, img_size), device) for m in models]
+        runs = measure_interleaved(fns, device, threads, rounds, progress, **kw)
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    return [summarize(times, device, batch_size, threads) for times in runs]
 
 
 def measure_latency(model: nn.Module, img_size: int, batch_size: int = 1, device: str | torch.device = "auto",
-                    threads: int | None = None, in_chans: int = 3, **kw) -> Latency:
+                    threads: int | None = None, in_chans: int = 3, rounds: int = 1, **kw) -> Latency:
     """Latency of one forward pass of `model` on a random (batch, in_chans, img_size, img_size) input."""
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    threads = threads or default_threads()
-    was_training = model.training
-    model.eval().to(device)
-    x = torch.randn(batch_size, in_chans, img_size, img_size, device=device)
-    try:
-        with _Threads(threads):
-            times = measure(lambda: model(x), device, **kw)
-    finally:
-        model.train(was_training)
-    return summarize(times, device, batch_size, threads)
+    return measure_models([model], img_size, batch_size, device, threads, in_chans, rounds, **kw)[0]
 
 
 # ------------------------------------------------------------------ the device key
@@ -253,63 +288,66 @@ class LatencyPredictor:
         return cls(**{**d, "scale": Scale.from_dict(d["scale"])})
 
 
-def _measure_module(module: nn.Module, shape: tuple, device: torch.device, threads: int, **kw) -> float:
-    module.eval().to(device)
-    x = torch.randn(*shape, device=device)
-    with _Threads(threads):
-        return statistics.median(measure(lambda: module(x), device, **kw))
-
-
-def build_predictor(space: SearchSpace, scale: Scale | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                    threads: int | None = None, calib_archs: int = 12, seed: int = 0, progress: bool = True,
-                    part_repeats: dict | None = None, arch_repeats: dict | None = None) -> LatencyPredictor:
-    """Measure every part of `space` at `scale` (default: its target scale) and calibrate on `calib_archs`
-    uniformly sampled whole architectures."""
-    from tqdm import tqdm
-
+def measure_space(space: SearchSpace, archs: list[Arch], scale: Scale | None = None, device: str | torch.device = "auto",
+                  batch_size: int = 1, threads: int | None = None, rounds: int = 5, repeats: dict | None = None,
+                  progress: bool = True, seed: int = 0) -> tuple[dict[str, float], list[float]]:
+    """(latency of every part of `space` at `scale`, latency of each of `archs` built whole), all measured in
+    the same interleaved rounds, so that a change of the machine's speed affects parts and archs alike."""
     from supernet import ArchNet
 
     scale = scale or space.target
     device = device if isinstance(device, torch.device) else resolve_device(device)
     threads = threads or default_threads()
-    key = device_key(device.type, device_name(device), threads, batch_size)
-    part_repeats = part_repeats or {"warmup": 3, "min_repeats": 10, "min_time_s": 0.2}
-    arch_repeats = arch_repeats or {"warmup": 3, "min_repeats": 10, "min_time_s": 0.5}
+    repeats = repeats or {"warmup": 2, "min_repeats": 5, "min_time_s": 0.1}
     torch.manual_seed(seed)
     probes = _space_probes(space, scale, batch_size)
-    table = {}
-    bar = tqdm(probes.items(), desc=f"latency table {space.name} ({device.type})", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True, mininterval=0.5)
-    for k, (factory, shape) in bar:
-        table[k] = _measure_module(factory(), shape, device, threads, **part_repeats)
-    bar.close()
-    rng = random.Random(seed)
-    sums, measured = [], []
-    predictor = LatencyPredictor(key, space.name, scale, table)
-    for _ in tqdm(range(calib_archs), desc="latency calibration (whole architectures)", disable=not progress, file=sys.stderr,
-                  dynamic_ncols=True, mininterval=0.5):
-        arch = space.sample(rng)
-        model = ArchNet(arch, scale)
-        sums.append(predictor.table_sum(arch))
-        measured.append(measure_latency(model, scale.img_size, batch_size, device, threads, scale.in_chans, **arch_repeats).median_ms)
-    if calib_archs >= 2 and np.ptp(sums) > 0:
+    fns = [_forward(factory(), shape, device) for factory, shape in probes.values()]
+    fns += [_forward(ArchNet(a, scale), (batch_size, scale.in_chans, scale.img_size, scale.img_size), device) for a in archs]
+    label = f"latency of {len(probes)} parts + {len(archs)} architectures of {space.name} ({device.type})" if progress else None
+    figures = [summarize(r, device, batch_size, threads).median_ms for r in measure_interleaved(fns, device, threads, rounds, label, **repeats)]
+    return dict(zip(probes, figures[:len(probes)])), figures[len(probes):]
+
+
+def calibrate(predictor: LatencyPredictor, archs: list[Arch], measured: list[float]) -> LatencyPredictor:
+    """Fit `predicted = slope * table sum + intercept` to whole architectures measured with the table."""
+    sums, measured = np.array([predictor.table_sum(a) for a in archs]), np.array(measured)
+    if len(archs) >= 2 and np.ptp(sums) > 0:
         slope, intercept = np.polyfit(sums, measured, 1)
         if slope <= 0:  # noise swamped the spread: fall back to a pure ratio
-            slope, intercept = float(np.sum(measured) / np.sum(sums)), 0.0
-    elif calib_archs >= 1:
-        slope, intercept = float(np.sum(measured) / np.sum(sums)), 0.0
+            slope, intercept = measured.sum() / sums.sum(), 0.0
+    elif len(archs) == 1:
+        slope, intercept = measured.sum() / sums.sum(), 0.0
     else:
         slope, intercept = 1.0, 0.0
     predictor.slope, predictor.intercept = float(slope), float(intercept)
-    predicted = np.array([predictor.slope * s + predictor.intercept for s in sums])
-    predictor.calibration = {
-        "archs": calib_archs, "seed": seed,
-        "mape": float(np.mean(np.abs(predicted - measured) / np.array(measured))) if calib_archs else None,
-        "measured_ms": [float(m) for m in measured], "table_sum_ms": [float(s) for s in sums],
-        "built": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": threads, "batch_size": batch_size,
-        "device": device_name(device), "torch": torch.__version__,
-    }
+    predicted = predictor.slope * sums + predictor.intercept
+    predictor.calibration.update({
+        "archs": len(archs), "mape": float(np.mean(np.abs(predicted - measured) / measured)) if len(archs) else None,
+        "measured_ms": measured.tolist(), "table_sum_ms": sums.tolist(),
+    })
     return predictor
+
+
+def calibration_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """The architectures a predictor is calibrated on: drawn choice by choice, as the search proposes them."""
+    rng = random.Random(seed)
+    return [space.sample_by_choice(rng) for _ in range(n)]
+
+
+def build_predictor(space: SearchSpace, scale: Scale | None = None, device: str | torch.device = "auto", batch_size: int = 1,
+                    threads: int | None = None, calib_archs: int = 12, seed: int = 0, progress: bool = True, rounds: int = 5,
+                    repeats: dict | None = None) -> LatencyPredictor:
+    """Measure every part of `space` at `scale` (default: its target scale) and `calib_archs` whole
+    architectures in the same interleaved rounds, and calibrate the table sum on the architectures."""
+    scale = scale or space.target
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    threads = threads or default_threads()
+    archs = calibration_archs(space, calib_archs, seed)
+    table, measured = measure_space(space, archs, scale, device, batch_size, threads, rounds, repeats, progress, seed)
+    predictor = LatencyPredictor(device_key(device.type, device_name(device), threads, batch_size), space.name, scale, table)
+    predictor.calibration = {"seed": seed, "rounds": rounds, "built": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": threads,
+                             "batch_size": batch_size, "device": device_name(device), "torch": torch.__version__}
+    return calibrate(predictor, archs, measured)
 
 
 # ------------------------------------------------------------------ the cache

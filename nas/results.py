@@ -53,18 +53,20 @@ def mark_pareto(df: pd.DataFrame, cost: str = "macs") -> pd.DataFrame:
 
 
 def measure_pareto_latency(df: pd.DataFrame, settings, rows) -> pd.DataFrame:
-    """Measured latency (target scale, the search's device) of the given rows, in latency_measured_ms;
-    latency_over_limit flags the ones the predictor let through over --latency."""
+    """Measured latency (target scale, the search's device; the rows' models timed round-robin in rounds)
+    of the given rows, in latency_measured_ms; latency_over_limit flags the ones the predictor let through
+    over --latency."""
     from search_spaces import Arch, get_space
     from supernet import ArchNet
 
-    from .latency import measure_latency
+    from .latency import measure_models
 
     df = df.copy()
     space = get_space(settings.space)
-    for i in rows:
-        model = ArchNet(Arch.from_json(df.at[i, "arch"]), space.target)
-        lat = measure_latency(model, space.target.img_size, settings.latency_batch, settings.device, settings.latency_threads or None)
+    models = [ArchNet(Arch.from_json(df.at[i, "arch"]), space.target) for i in rows]
+    measured = measure_models(models, space.target.img_size, settings.latency_batch, settings.device,
+                              settings.latency_threads or None, progress="measuring latency")
+    for i, lat in zip(rows, measured):
         df.at[i, "latency_measured_ms"] = lat.median_ms
     if settings.latency_ms is not None:
         df["latency_over_limit"] = df["latency_measured_ms"] > settings.latency_ms

@@ -492,8 +492,11 @@ def search(settings: SearchSettings, run_dir: Path) -> dict:
 
     t0 = time.time()
     supernet_state, bundle, ckpt_path = prepare_supernet(settings, run_dir)
+    predictor = latency_predictor(settings)
     write_config(settings, run_dir, {"supernet": str(ckpt_path), "supernet_sha256": _file_hash(ckpt_path),
-                                     "proxy_scale": supernet_state["scale"], "data": bundle.describe()})
+                                     "proxy_scale": supernet_state["scale"], "data": bundle.describe(),
+                                     "latency_predictor": None if predictor is None else
+                                     {"key": predictor.key, "slope": predictor.slope, "intercept_ms": predictor.intercept}})
     print(f"searching {settings.space}: {settings.trials} trials, sampler {settings.sampler}, objectives {','.join(settings.objectives)}, "
           f"limits {', '.join(f'{k} <= {v:g}' for k, v in settings.limits().items()) or 'none'}", flush=True)
     run_trials(settings, run_dir, supernet_state, bundle)

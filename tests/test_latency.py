@@ -11,8 +11,7 @@ from nas.latency import LatencyPredictor, arch_parts, cache_path, device_key, lo
 from search_spaces import get_space
 from supernet import ArchNet
 
-QUICK = {"part_repeats": {"warmup": 1, "min_repeats": 2, "min_time_s": 0.0},
-         "arch_repeats": {"warmup": 1, "min_repeats": 2, "min_time_s": 0.0}, "calib_archs": 3, "progress": False}
+QUICK = {"repeats": {"warmup": 1, "min_repeats": 2, "min_time_s": 0.0}, "rounds": 1, "calib_archs": 3, "progress": False}
 
 
 def test_device_key_names_device_torch_threads_and_batch():

@@ -153,9 +153,8 @@ def test_latency_limit_search_measures_the_pareto_front(tmp_path, toy):
     import tiny_space  # noqa: F401  (registers tiny_ext)
 
     space = get_space("tiny_ext")
-    quick = {"warmup": 1, "min_repeats": 3, "min_time_s": 0.0}
     pred = load_predictor(space, device="cpu", root=tmp_path / "results" / "latency", log=lambda *_: None, calib_archs=3,
-                          progress=False, part_repeats=quick, arch_repeats=quick)
+                          progress=False, rounds=1, repeats={"warmup": 1, "min_repeats": 3, "min_time_s": 0.0})
     limit = float(np.median([pred.predict(space.sample(s)) for s in range(200)]))
     proc = run_module("nas.search", *_search_args(toy, tmp_path / "run", 8, "--latency", f"{limit:.3f}ms", "--device", "cpu",
                                                   flops="100G"), cwd=tmp_path)
@@ -171,3 +170,15 @@ def test_latency_limit_search_measures_the_pareto_front(tmp_path, toy):
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     row = df[df["trial"] == best["trial"]].iloc[0]
     assert best["latency_ms"]["predicted"] == row["latency_ms"] and best["latency_ms"]["measured"] == row["latency_measured_ms"] > 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["latency_predictor"]["key"] == pred.key
+
+
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(tmp_path, toy):
+    args = _search_args(toy, tmp_path / "run", 6)
+    args[args.index(SPACE_FILE)] = str(ROOT / "tests" / "failing_trial_space.py")
+    proc = run_module("nas.search", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert sorted(df["trial"]) == list(range(6))
+    assert df.set_index("trial")["status"].to_dict() == {t: "failed" if t == 2 else "ok" for t in range(6)}
+    assert not df.set_index("trial").at[2, "is_pareto"] and pd.isna(df.set_index("trial").at[2, "acc"])
