@@ -273,7 +273,8 @@ class Proposer:
 
 
 class Progress:
-    """One line per finished trial: done/total, feasible count, best feasible accuracy, trials per minute."""
+    """One line per finished trial (errored ones included): done/total, feasible count, best feasible
+    accuracy, trials per minute."""
 
     def __init__(self, total: int, done: int, feasible: int, best: float | None, log_path: Path):
         from ray.tune import Callback
@@ -284,6 +285,9 @@ class Progress:
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 outer.report(result)
 
+            def on_trial_error(self, iteration, trials, trial, **info):
+                outer.line(trial.config, "failed (its error is printed above; the search goes on)")
+
         self.callback = _Callback()
         self.total, self.done, self.feasible, self.best, self.t0, self.start_done = total, done, feasible, best, time.time(), done
         self.log_path = log_path
@@ -293,15 +297,17 @@ class Progress:
             f.write(json.dumps({k: result[k] for k in ("trial", "evaluated", "eval_time_s", "acc")}) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.done += 1
         if result.get("feasible"):
             self.feasible += 1
             self.best = max(self.best or 0.0, result["acc"])
+        self.line(result, f"acc {result['acc']:.3f}" if result.get("feasible") else "infeasible, not evaluated")
+
+    def line(self, costs: dict, status: str) -> None:
+        self.done += 1
         rate = (self.done - self.start_done) / max((time.time() - self.t0) / 60, 1e-9)
-        status = f"acc {result['acc']:.3f}" if result.get("feasible") else "infeasible, not evaluated"
-        latency = f", {result['latency_ms']:.1f} ms predicted" if result.get("latency_ms") is not None else ""
+        latency = f", {costs['latency_ms']:.1f} ms predicted" if costs.get("latency_ms") is not None else ""
         best = f"{self.best:.3f}" if self.best is not None else "-"
-        print(f"trial {self.done}/{self.total}: {result['macs'] / 1e9:.2f}G MACs{latency}, {status} | feasible {self.feasible} | "
+        print(f"trial {self.done}/{self.total}: {costs['macs'] / 1e9:.2f}G MACs{latency}, {status} | feasible {self.feasible} | "
               f"best feasible acc {best} | {rate:.1f} trials/min", flush=True)
 
 

@@ -182,3 +182,5 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(tmp_pa
     assert sorted(df["trial"]) == list(range(6))
     assert df.set_index("trial")["status"].to_dict() == {t: "failed" if t == 2 else "ok" for t in range(6)}
     assert not df.set_index("trial").at[2, "is_pareto"] and pd.isna(df.set_index("trial").at[2, "acc"])
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("trial ")]
+    assert len(lines) == 6 and sum("failed" in l for l in lines) == 1 and lines[-1].startswith("trial 6/6")
