@@ -18,7 +18,6 @@ shared between blocks). Built once per device and cached in results/latency/<dev
 from __future__ import annotations
 
 import json
-import platform
 import random
 import re
 import statistics
@@ -34,7 +33,7 @@ from torch import nn
 from search_spaces import Arch, Layer, Scale, SearchSpace
 from search_spaces.atomic import write_text_atomic
 
-from .cli import UserError
+from .device import device_name, resolve_device
 
 CACHE_DIR = Path("results") / "latency"
 CACHE_FORMAT = 1
@@ -53,21 +52,6 @@ class Latency:
 
     def __str__(self) -> str:
         return f"{self.median_ms:.2f} ms (IQR {self.p25_ms:.2f}-{self.p75_ms:.2f} ms, {self.repeats} runs)"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA when present, else the CPU."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; allowed: cpu, auto")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name!r}: only cpu and cuda latencies are measured; allowed: auto, cpu, cuda, cuda:N")
-    return device
 
 
 class _Threads:
@@ -166,18 +150,6 @@ def measure_latency(model: nn.Module, img_size: int, batch_size: int = 1, device
 
 
 # ------------------------------------------------------------------ the device key
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def device_key(device_type: str, name: str, threads: int, batch_size: int, torch_version: str | None = None) -> str:
     """The cache file's name: device model, torch version, threads and batch size, as a file-safe slug."""
     slug = re.sub(r"[^a-z0-9]+", "-", f"{device_type} {name}".lower()).strip("-")

@@ -640,7 +640,9 @@ def report(metrics: dict) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfgs = plan(args)
-    trainers = [Retrainer(cfg) for cfg in cfgs]  # every check (data, scale, checkpoints) before anything is written
+    trainers: list[Retrainer] = []  # every check (data, scale, checkpoints) before anything is written
+    for cfg in cfgs:  # one plan: the same data, seed and scale for every architecture, so the data is loaded once
+        trainers.append(Retrainer(cfg, bundle=trainers[0].bundle if trainers else None))
     if args.num_workers > 1 or (args.parallel and len(cfgs) > 1):
         del trainers  # Ray workers build their own
         if args.num_workers > 1:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -319,8 +318,6 @@ def _journal(run_dir: Path):
 
 
 def study_trials(run_dir: Path):
-    import optuna
-
     storage = _journal(run_dir)
     studies = storage.get_all_studies()
     if not studies:

@@ -20,16 +20,9 @@ from search_spaces.atomic import write_text_atomic
 
 from .checkpoint import save_checkpoint
 from .cli import RunFailed, UserError
+from .device import resolve_device
 
 LOG = "train_log.csv"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; allowed: cpu, auto")
-    return torch.device(name)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -86,7 +79,7 @@ class TrainerBase:
         cfg.check()
         self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
         self.rank, self.world = rank_and_world()
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cpu" and cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)

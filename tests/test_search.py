@@ -5,31 +5,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, assert_user_error, run_module
+from conftest import ROOT, assert_user_error, run_module, toy_npz
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 3, n)
-        x = rng.normal(80, 30, (n, 16, 16, 3))
-        x[np.arange(n), :, :, y] += 90
-        return x.clip(0, 255).astype(np.uint8), y
-
-    (a, b), (c, d) = make(96), make(24)
-    path = tmp_path_factory.mktemp("data") / "toy.npz"
-    np.savez(path, x_train=a, y_train=b, x_test=c, y_test=d)
-    return f"npz:{path}"
+    return toy_npz(tmp_path_factory.mktemp("data") / "toy.npz")
 
 
 def _search_args(toy, out, trials, *extra, flops="2.3G"):
@@ -145,9 +133,10 @@ def test_unreachable_address(tmp_path, toy):
     assert_user_error(proc, "--address 127.0.0.1:1: cannot reach a Ray cluster")
 
 
-def test_latency_limit_search_measures_the_pareto_front(tmp_path, toy):
-    """--latency with a predictor cached for this device: infeasible by predicted latency are not evaluated,
-    every Pareto member and the best get a measured latency, and members over the limit are flagged."""
+def test_latency_limit_and_objective_search_measures_the_pareto_front(tmp_path, toy):
+    """--latency and --objectives acc,latency with a predictor cached for this device: infeasible by predicted
+    latency are not evaluated, the front is over accuracy and latency, every Pareto member and the best get a
+    measured latency, and members over the limit are flagged."""
     from nas.latency import load_predictor
     from search_spaces import get_space
     import tiny_space  # noqa: F401  (registers tiny_ext)
@@ -157,7 +146,7 @@ def test_latency_limit_search_measures_the_pareto_front(tmp_path, toy):
                           progress=False, rounds=1, repeats={"warmup": 1, "min_repeats": 3, "min_time_s": 0.0})
     limit = float(np.median([pred.predict(space.sample(s)) for s in range(200)]))
     proc = run_module("nas.search", *_search_args(toy, tmp_path / "run", 8, "--latency", f"{limit:.3f}ms", "--device", "cpu",
-                                                  flops="100G"), cwd=tmp_path)
+                                                  "--objectives", "acc,latency", flops="100G"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "building the latency predictor" not in proc.stdout + proc.stderr
     df = pd.read_csv(tmp_path / "run" / "trials.csv")
@@ -167,6 +156,11 @@ def test_latency_limit_search_measures_the_pareto_front(tmp_path, toy):
     pareto = pd.read_csv(tmp_path / "run" / "pareto.csv")
     assert len(pareto) >= 1 and (pareto["latency_measured_ms"] > 0).all() and (pareto["latency_ms"] <= round(limit, 3)).all()
     assert (pareto["latency_over_limit"] == (pareto["latency_measured_ms"] > round(limit, 3))).all()
+    # the latency objective: the front is the non-dominated set in (accuracy up, predicted latency down)
+    ok = df[df["evaluated"]]
+    front = {r.trial for r in ok.itertuples() if not ((ok["acc"] >= r.acc) & (ok["latency_ms"] <= r.latency_ms)
+                                                      & ((ok["acc"] > r.acc) | (ok["latency_ms"] < r.latency_ms))).any()}
+    assert set(pareto["trial"]) == front
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     row = df[df["trial"] == best["trial"]].iloc[0]
     assert best["latency_ms"]["predicted"] == row["latency_ms"] and best["latency_ms"]["measured"] == row["latency_measured_ms"] > 0

@@ -5,7 +5,6 @@ needs the map: it has no Q/K of its own, skips QK^T and applies the previous lay
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 from timm.layers import DropPath
 

@@ -1,0 +1,36 @@
+"""Which torch device a command runs on, and what that device is called."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+from .cli import UserError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA when present, else the CPU."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; allowed: cpu, auto")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: only cpu and cuda devices are supported; allowed: auto, cpu, cuda, cuda:N")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
