@@ -359,6 +359,10 @@ def _close_interrupted(run_dir: Path, objectives: tuple[str, ...]) -> None:
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
 def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bundle) -> None:
     import optuna
     from optuna.trial import TrialState
@@ -400,8 +404,10 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency), num_samples=remaining,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0,
+                                    reuse_actors=True,
+                                    trial_dirname_creator=_trial_dirname),
+        # One result per trial: stopping on it saves the round trip of waiting for the function to return.
+        run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0, stop={"training_iteration": 1},
                                   callbacks=[progress.callback], failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     tuner.fit()
