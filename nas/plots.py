@@ -51,7 +51,7 @@ def pareto_figure(candidates: pd.DataFrame, front: pd.DataFrame, infeasible: pd.
             ax.plot(rejected[axis.column] / axis.scale, np.full(len(rejected), 0.02), ls="none", marker="|", ms=12, alpha=0.5,
                     color=color, transform=ax.get_xaxis_transform(), label=f"{label}: infeasible, not evaluated ({len(rejected)})")
     for limit in sorted(set(limits)):
-        ax.axvline(limit / axis.scale, color="0.3", ls="--", lw=1, label=f"{axis.name} limit: {limit / axis.scale:g} {axis.unit}")
+        ax.axvline(limit / axis.scale, color="0.3", ls="--", lw=1, label=f"limit: {limit / axis.scale:g} {axis.unit}")
     ax.set(xlabel=axis.label, ylabel=ACC_LABEL, title=f"Pareto front: accuracy vs {axis.name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
