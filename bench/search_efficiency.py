@@ -33,9 +33,9 @@ import pandas as pd
 
 from nas.cli import Parser, UserError, run_cli
 from nas.pareto import hypervolume_2d
-from nas.search import SAMPLERS, SearchSettings, check_reachable, load_space_file, search
-from nas.train import TrainConfig, Trainer
+from nas.search import SAMPLERS, SearchSettings, load_space_file, search
 from nas.units import parse_count
+from search_bench import prepare
 from search_spaces import get_space
 
 
@@ -81,18 +81,7 @@ def main(argv=None) -> int:
         raise UserError(f"--seeds {args.seeds!r}: integers separated by commas (e.g. 0,1,2)") from None
     if not seeds or args.trials < 1 or args.epochs < 1:
         raise UserError("--seeds must name at least one seed, --trials and --epochs must be at least 1")
-    if args.supernet and not Path(args.supernet).is_file():
-        raise UserError(f"--supernet {args.supernet}: file does not exist")
-    check_reachable(SearchSettings(space=space.name, flops=flops))
-    out = Path(args.out or f"results/search-efficiency-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} already exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-
-    supernet = args.supernet
-    if not supernet:
-        Trainer(TrainConfig(space=space.name, data=args.data, epochs=args.epochs, out=str(out / "supernet"))).run()
-        supernet = str(out / "supernet" / "supernet.pt")
+    out, supernet = prepare(args, space, flops, "search-efficiency", epochs=args.epochs)
     limit_g = flops / 1e9
     runs, curves = [], []
     for sampler in samplers:

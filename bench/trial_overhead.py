@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from nas.cli import Parser, UserError, run_cli
 from nas.evaluate import evaluate
-from nas.search import SearchSettings, _trial_payload, check_reachable, prepare_supernet, search, write_config
-from nas.train import TrainConfig, Trainer
+from nas.search import SearchSettings, _trial_payload, prepare_supernet, search, write_config
 from nas.units import parse_count
+from search_bench import prepare
 from search_spaces import Arch, get_space
 
 
@@ -94,18 +94,7 @@ def main(argv=None) -> int:
     flops = parse_count(args.flops, "--flops", "4.5G")
     if args.trials < 2 or args.cpus_per_trial < 1 or args.concurrency < 0:
         raise UserError("--trials must be at least 2, --cpus-per-trial at least 1, --concurrency at least 0")
-    if args.supernet and not Path(args.supernet).is_file():
-        raise UserError(f"--supernet {args.supernet}: file does not exist")
-    check_reachable(SearchSettings(space=space.name, flops=flops))
-    out = Path(args.out or f"results/trial-overhead-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} already exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-
-    supernet = args.supernet
-    if not supernet:
-        Trainer(TrainConfig(space=space.name, data=args.data, epochs=1, out=str(out / "supernet"))).run()
-        supernet = str(out / "supernet" / "supernet.pt")
+    out, supernet = prepare(args, space, flops, "trial-overhead", epochs=1)
     settings = SearchSettings(space=space.name, flops=flops, trials=args.trials, data=args.data, supernet=supernet,
                               cpus_per_trial=args.cpus_per_trial, concurrency=args.concurrency)
     first = run_search(settings, out / "search-1")
