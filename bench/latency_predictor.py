@@ -32,12 +32,10 @@ import torch
 from scipy import stats
 
 from nas.cli import Parser, UserError, run_cli
-from nas.latency import (CACHE_DIR, LatencyPredictor, calibrate, calibration_archs, device_key, device_name, load_predictor,
-                         measure_models, measure_space, resolve_device)
+from nas.latency import (CACHE_DIR, CALIBRATION_ARCHS, CALIBRATION_SEED, LatencyPredictor, calibrate, calibration_archs, device_key,
+                         device_name, load_predictor, measure_models, measure_space, resolve_device)
 from search_spaces import get_space
 from supernet import ArchNet
-
-CALIBRATION = {"archs": 12, "seed": 0}
 
 
 def held_out(space, n: int, seed: int, exclude: set[str]) -> list:
@@ -67,7 +65,7 @@ def main(argv=None) -> int:
     space, device = get_space(args.space), resolve_device(args.device)
     threads = args.threads or torch.get_num_threads()
     t0 = time.time()
-    calib = calibration_archs(space, CALIBRATION["archs"], CALIBRATION["seed"])
+    calib = calibration_archs(space, CALIBRATION_ARCHS, CALIBRATION_SEED)
     archs = held_out(space, args.archs, args.seed, {a.key() for a in calib})
     if args.cached:
         predictor = load_predictor(space, device=device, batch_size=args.batch_size, threads=threads)
@@ -77,7 +75,7 @@ def main(argv=None) -> int:
         protocol = f"cached predictor (built {predictor.calibration.get('built')}) vs measurements now"
     else:
         table, figures = measure_space(space, calib + archs, device=device, batch_size=args.batch_size, threads=threads,
-                                       rounds=args.rounds, seed=CALIBRATION["seed"])
+                                       rounds=args.rounds, seed=CALIBRATION_SEED)
         predictor = LatencyPredictor(device_key(device.type, device_name(device), threads, args.batch_size), space.name,
                                      space.target, table)
         calibrate(predictor, calib, figures[:len(calib)])

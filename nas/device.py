@@ -9,8 +9,10 @@ import torch
 from .cli import UserError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA when present, else the CPU."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto`: CUDA when present, else the CPU; a torch.device is returned as it is."""
+    if isinstance(name, torch.device):
+        return name
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

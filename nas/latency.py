@@ -37,6 +37,7 @@ from .device import device_name, resolve_device
 
 CACHE_DIR = Path("results") / "latency"
 CACHE_FORMAT = 1
+CALIBRATION_ARCHS, CALIBRATION_SEED = 12, 0  # whole architectures the table sum is calibrated on
 
 
 # ------------------------------------------------------------------ measurement
@@ -131,7 +132,7 @@ def measure_models(models: list[nn.Module], img_size: int, batch_size: int = 1, 
                    **kw) -> list[Latency]:
     """Latency of one forward pass of each model on a random (batch, in_chans, img_size, img_size) input,
     the models timed round-robin in `rounds` rounds."""
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     threads = threads or default_threads()
     modes = [m.training for m in models]
     try:
@@ -268,7 +269,7 @@ def measure_space(space: SearchSpace, archs: list[Arch], scale: Scale | None = N
     from supernet import ArchNet
 
     scale = scale or space.target
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     threads = threads or default_threads()
     repeats = repeats or {"warmup": 2, "min_repeats": 5, "min_time_s": 0.1}
     torch.manual_seed(seed)
@@ -307,12 +308,12 @@ def calibration_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
 
 
 def build_predictor(space: SearchSpace, scale: Scale | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                    threads: int | None = None, calib_archs: int = 12, seed: int = 0, progress: bool = True, rounds: int = 5,
-                    repeats: dict | None = None) -> LatencyPredictor:
+                    threads: int | None = None, calib_archs: int = CALIBRATION_ARCHS, seed: int = CALIBRATION_SEED,
+                    progress: bool = True, rounds: int = 5, repeats: dict | None = None) -> LatencyPredictor:
     """Measure every part of `space` at `scale` (default: its target scale) and `calib_archs` whole
     architectures in the same interleaved rounds, and calibrate the table sum on the architectures."""
     scale = scale or space.target
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     threads = threads or default_threads()
     archs = calibration_archs(space, calib_archs, seed)
     table, measured = measure_space(space, archs, scale, device, batch_size, threads, rounds, repeats, progress, seed)
@@ -358,7 +359,7 @@ def load_predictor(space: SearchSpace, scale: Scale | None = None, device: str |
                    threads: int | None = None, root: str | Path = CACHE_DIR, build: bool = True, log=print, **build_kw) -> LatencyPredictor | None:
     """The cached predictor for this device, space and scale; built (and cached) if missing and `build`."""
     scale = scale or space.target
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     threads = threads or default_threads()
     path = cache_path(device, threads, batch_size, root)
     tables = _read_cache(path)

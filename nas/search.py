@@ -201,7 +201,8 @@ def _trial_payload(supernet_state: dict, bundle, settings: dict):
         space = get_space(settings["space"])
         net = Supernet(space, Scale.from_dict(supernet_state["scale"]))
         net.load_state_dict(supernet_state["model"])
-        net.eval()
+        gpu = settings["gpus_per_trial"] > 0 and torch.cuda.is_available()
+        net.eval().to("cuda" if gpu else "cpu")
         _WORKER_CACHE.clear()
         _WORKER_CACHE[key] = (net, make_loader(bundle, "val", 256), make_loader(bundle, "train", 32, seed=settings["seed"] + 7, train=True))
     return _WORKER_CACHE[key]
@@ -217,10 +218,8 @@ def evaluate_trial(config: dict, supernet_state: dict, bundle, settings: dict) -
               "evaluated": False, "trial": config["trial"]}
     if config["feasible"]:
         t0 = time.time()
-        gpu = settings["gpus_per_trial"] > 0 and torch.cuda.is_available()
         torch.set_num_threads(max(1, int(settings["cpus_per_trial"])))
         net, val_loader, calib_loader = _trial_payload(supernet_state, bundle, settings)
-        net.to("cuda" if gpu else "cpu")
         arch = Arch.from_json(config["arch"])
         result["acc"] = evaluate(net, arch, val_loader, calib_loader, settings["calib_batches"])
         result["eval_time_s"] = time.time() - t0
