@@ -31,8 +31,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from nas.cli import Parser, UserError, run_cli
-from nas.latency import (CACHE_DIR, CALIBRATION_ARCHS, CALIBRATION_SEED, LatencyPredictor, calibrate, calibration_archs, device_key,
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.measure.latency import (CACHE_DIR, CALIBRATION_ARCHS, CALIBRATION_SEED, LatencyPredictor, calibrate, calibration_archs, device_key,
                          device_name, load_predictor, measure_models, measure_space, resolve_device)
 from search_spaces import get_space
 from supernet import ArchNet

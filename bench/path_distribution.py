@@ -16,8 +16,8 @@ import random
 import statistics
 import tempfile
 
-from nas.evaluate import evaluate
-from nas.train import TrainConfig, Trainer
+from nas.measure.evaluate import evaluate
+from nas.training.supernet_trainer import TrainConfig, Trainer
 from search_spaces import get_space
 
 

@@ -49,12 +49,14 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
-from nas.cli import Parser, UserError, run_cli
-from nas.costs import arch_costs
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.measure.costs import arch_costs
 from nas.data import load_data, make_loader
-from nas.evaluate import evaluate
-from nas.sampling import DISTRIBUTIONS, STRATEGIES
-from nas.train import TrainConfig, Trainer
+from nas.measure.evaluate import evaluate
+from nas.training.sampling import DISTRIBUTIONS, STRATEGIES
+from nas.training.supernet_trainer import TrainConfig, Trainer
 from search_spaces import get_space
 from supernet import ArchNet
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from nas.cli import UserError
+from nas.errors import UserError
 from nas.search import SearchSettings, check_reachable
-from nas.train import TrainConfig, Trainer
+from nas.training.supernet_trainer import TrainConfig, Trainer
 
 
 def prepare(args, space, flops: float, name: str, epochs: int) -> tuple[Path, str]:

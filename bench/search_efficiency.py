@@ -31,9 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nas.cli import Parser, UserError, run_cli
-from nas.pareto import hypervolume_2d
-from nas.search import SAMPLERS, SearchSettings, load_space_file, search
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.reporting.pareto import hypervolume_2d
+from search_spaces import load_space_file
+from nas.search import SAMPLERS, SearchSettings, search
 from nas.units import parse_count
 from search_bench import prepare
 from search_spaces import get_space

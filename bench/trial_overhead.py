@@ -40,8 +40,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from nas.cli import Parser, UserError, run_cli
-from nas.evaluate import evaluate
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.measure.evaluate import evaluate
 from nas.search import SearchSettings, _trial_payload, prepare_supernet, search, write_config
 from nas.units import parse_count
 from search_bench import prepare

@@ -5,18 +5,7 @@ import argparse
 import functools
 import sys
 
-from search_spaces import ArchError, UnknownSpaceError
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; its message says what is wrong and what is allowed."""
-
-
-class RunFailed(Exception):
-    """A run that cannot go on (e.g. a diverged loss); exit status 1 with one line, no traceback."""
-
-
-USER_ERRORS = (UserError, ArchError, UnknownSpaceError)
+from nas.errors import USER_ERRORS, RunFailed, UserError
 
 
 def run_cli(main):

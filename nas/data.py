@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli import UserError
+from nas.errors import UserError
 
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 

@@ -13,9 +13,11 @@ import sys
 
 from search_spaces import Arch, get_space
 
-from .cli import Parser, UserError, run_cli
-from .costs import arch_costs, measure_costs
-from .latency import device_name, resolve_device
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.measure.costs import arch_costs, measure_costs
+from nas.measure.latency import device_name, resolve_device
 
 
 def load_model(spec: str, img_size: int | None, scale: str):
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
 
 
 def print_latency(model, size: int, arch_scale, device, batch_size: int, threads: int | None) -> None:
-    from .latency import load_predictor, measure_latency
+    from nas.measure.latency import load_predictor, measure_latency
 
     measured = measure_latency(model, size, batch_size, device, threads)
     print(f"latency measured on {device.type} ({device_name(device)}, batch {batch_size}, {measured.threads} threads): {measured}")

@@ -20,8 +20,10 @@ import pandas as pd
 from search_spaces import Arch, ArchError
 from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
-from .cli import Parser, UserError, run_cli
-from .pareto import hypervolume_2d, pareto_mask
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.reporting.pareto import hypervolume_2d, pareto_mask
 
 REQUIRED_COLUMNS = ("trial", "status", "feasible", "acc", "macs", "params", "arch")
 NUMERIC_COLUMNS = ("trial", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "eval_time_s", "duration_s")
@@ -386,7 +388,7 @@ def build_report(trials: pd.DataFrame, settings: pd.DataFrame) -> Report:
     The MAC front and hypervolume are always drawn (every trial has MACs; with no feasible trial they are
     empty and the report says so); latency ones only when some evaluated feasible trial has a latency.
     """
-    from . import plots
+    from nas.reporting import plots
 
     names = list(settings.index)
     multi = len(names) > 1

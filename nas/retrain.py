@@ -23,14 +23,15 @@ from torch import nn
 from search_spaces import Arch, ArchError, get_space
 from search_spaces.atomic import write_text_atomic
 
-from .checkpoint import RETRAIN_KIND, check_compatible, load_checkpoint, supernet_from_checkpoint
-from .cli import Parser, RunFailed, UserError, run_cli
-from .costs import arch_costs
-from .data import DataBundle, load_data, make_loader
-from .evaluate import model_accuracy
-from .export import export_model, parse_formats
-from .train import data_img_size, resolve_scale
-from .trainloop import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
+from nas.training.checkpoint import RETRAIN_KIND, check_compatible, load_checkpoint, supernet_from_checkpoint
+from nas.cli import Parser, run_cli
+from nas.errors import RunFailed, UserError
+from nas.measure.costs import arch_costs
+from nas.data import DataBundle, load_data, make_loader
+from nas.measure.evaluate import model_accuracy
+from nas.measure.export import export_model, parse_formats
+from nas.training.supernet_trainer import data_img_size, resolve_scale
+from nas.training.base import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
                         shard, train_epoch)
 
 CHECKPOINT = "checkpoint.pt"
@@ -259,7 +260,7 @@ class Retrainer(TrainerBase):
 
         import supernet  # noqa: F401  (registers the spaces' timm models)
 
-        from .search import load_space_file
+        from search_spaces import load_space_file
 
         t_start = time.time()
         load_space_file(cfg.space_file)
@@ -394,7 +395,7 @@ class Retrainer(TrainerBase):
             return {"val_acc": accs[which], "test_acc": test_acc}
         latency = None
         if self.cfg.latency:
-            from .latency import measure_latency
+            from nas.measure.latency import measure_latency
 
             target_model = timm.create_model(self.space.name, arch=self.arch, scale="target")
             latency = measure_latency(target_model, img_size=self.space.target.img_size, batch_size=1, device="auto")
@@ -458,7 +459,7 @@ def _retrain_worker(config: dict) -> None:
     """One Ray Train worker of a data-parallel retrain (--num-workers)."""
     import ray.train
 
-    from .distributed import worker_device
+    from nas.training.distributed import worker_device
 
     config = {**config, "device": worker_device(config["device"])}
     result = Retrainer(RetrainConfig(**config), log=print if ray.train.get_context().get_world_rank() == 0 else _quiet).run()
@@ -467,7 +468,7 @@ def _retrain_worker(config: dict) -> None:
 
 def retrain_in_parallel(cfgs: list[RetrainConfig], cpus_per_trial: float, gpus_per_trial: float, address: str | None) -> list[dict]:
     """Each architecture as a Ray task on `cpus_per_trial` CPUs and `gpus_per_trial` GPUs; results in input order."""
-    from .distributed import start_ray
+    from nas.cluster import start_ray
 
     ray = start_ray(address)
     task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(_retrain_task)
@@ -488,7 +489,7 @@ def retrain_in_parallel(cfgs: list[RetrainConfig], cpus_per_trial: float, gpus_p
 
 
 def retrain_with_ray_train(cfg: RetrainConfig, num_workers: int, use_gpu: bool, address: str | None) -> dict:
-    from .distributed import fit_with_ray_train
+    from nas.training.distributed import fit_with_ray_train
 
     cfg = _absolute(replace(cfg, device="auto" if use_gpu else "cpu"))
     fit_with_ray_train(_retrain_worker, asdict(cfg), Path(cfg.out), "retrain", num_workers, use_gpu, address)
@@ -556,14 +557,14 @@ def _check_resources(args) -> None:
     if args.resume and not args.out:
         raise UserError("--resume needs --out <the retrain folder holding checkpoint.pt>")
     if args.address:
-        from .distributed import check_address
+        from nas.cluster import check_address
 
         check_address(args.address)
 
 
 def plan(args) -> list[RetrainConfig]:
     """One validated RetrainConfig per architecture; nothing is written."""
-    from .search import load_space_file
+    from search_spaces import load_space_file
 
     _check_resources(args)
     path = Path(args.arch_file)

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import torch
 
-from search_spaces import Arch, get_space
+from search_spaces import Arch, get_space, load_space_file
 from search_spaces.atomic import write_text_atomic
 
-from .cli import Parser, UserError, run_cli
-from .costs import arch_costs, extreme_arch
-from .latency import resolve_device
-from .units import parse_count, parse_latency_ms
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.measure.costs import arch_costs, extreme_arch
+from nas.measure.latency import resolve_device
+from nas.units import parse_count, parse_latency_ms
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
 OBJECTIVES = {"acc": ("acc", "max"), "flops": ("macs", "min"), "params": ("params", "min"), "latency": ("latency_ms", "min")}
@@ -99,20 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_space_file(path: str | None) -> None:
-    if not path or f"user_space_{Path(path).stem}" in sys.modules:
-        return
-    import importlib.util
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--space-file {path}: file does not exist")
-    spec = importlib.util.spec_from_file_location(f"user_space_{p.stem}", p)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-
-
 def settings_from_args(args) -> SearchSettings:
     load_space_file(args.space_file)
     space = get_space(args.space)
@@ -146,7 +134,7 @@ def settings_from_args(args) -> SearchSettings:
     )
     check_reachable(settings)
     if settings.address:
-        from .distributed import check_address
+        from nas.cluster import check_address
 
         check_address(settings.address)
     return settings
@@ -156,7 +144,7 @@ def latency_predictor(settings: SearchSettings):
     """The device's latency predictor for the space (built and cached on first use), or None if unused."""
     if not settings.uses_latency:
         return None
-    from .latency import load_predictor
+    from nas.measure.latency import load_predictor
 
     return load_predictor(get_space(settings.space), device=settings.device, batch_size=settings.latency_batch,
                           threads=settings.latency_threads or None)
@@ -195,7 +183,7 @@ def _trial_payload(supernet_state: dict, bundle, settings: dict):
 
         from supernet import Supernet
 
-        from .data import make_loader
+        from nas.data import make_loader
 
         load_space_file(settings.get("space_file"))
         space = get_space(settings["space"])
@@ -211,7 +199,7 @@ def _trial_payload(supernet_state: dict, bundle, settings: dict):
 def evaluate_trial(config: dict, supernet_state: dict, bundle, settings: dict) -> None:
     from ray import tune
 
-    from .evaluate import evaluate
+    from nas.measure.evaluate import evaluate
 
     result = {"macs": config["macs"], "params": config["params"], "latency_ms": config["latency_ms"], "feasible": config["feasible"],
               "acc": 0.0, "eval_time_s": 0.0,
@@ -369,7 +357,7 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from .distributed import start_ray
+    from nas.cluster import start_ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _close_interrupted(run_dir, settings.objectives)
@@ -463,9 +451,9 @@ def _file_hash(path: Path) -> str:
 
 def prepare_supernet(settings: SearchSettings, run_dir: Path):
     """(supernet state for the trials, data bundle, checkpoint path): the given one, or one trained in the run folder."""
-    from .checkpoint import check_compatible, load_checkpoint
-    from .train import TrainConfig, Trainer, resolve_scale
-    from .data import load_data
+    from nas.training.checkpoint import check_compatible, load_checkpoint
+    from nas.training.supernet_trainer import TrainConfig, Trainer, resolve_scale
+    from nas.data import load_data
 
     space = get_space(settings.space)
     if settings.supernet:
@@ -484,7 +472,7 @@ def prepare_supernet(settings: SearchSettings, run_dir: Path):
                      seed=settings.seed, out=str(run_dir))
     done = False
     if path.exists():
-        from .checkpoint import load_checkpoint as _load
+        from nas.training.checkpoint import load_checkpoint as _load
 
         done = int(_load(path)["epoch"]) >= settings.epochs
         tc.resume = True
@@ -496,7 +484,7 @@ def prepare_supernet(settings: SearchSettings, run_dir: Path):
 
 
 def search(settings: SearchSettings, run_dir: Path) -> dict:
-    from .results import write_results
+    from nas.searching.results import write_results
 
     t0 = time.time()
     supernet_state, bundle, ckpt_path = prepare_supernet(settings, run_dir)

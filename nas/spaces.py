@@ -11,9 +11,9 @@ import sys
 
 from search_spaces import get_space, list_spaces
 
-from .cli import Parser, run_cli
-from .costs import arch_costs
-from .units import parse_count
+from nas.cli import Parser, run_cli
+from nas.measure.costs import arch_costs
+from nas.units import parse_count
 
 
 def _fmt(values) -> str:

@@ -14,9 +14,11 @@ from dataclasses import fields
 
 from search_spaces import get_space
 
-from .cli import Parser, UserError, run_cli
-from .sampling import STRATEGIES
-from .train import TrainConfig, Trainer, default_out
+from nas.cli import Parser, run_cli
+
+from nas.errors import UserError
+from nas.training.sampling import STRATEGIES
+from nas.training.supernet_trainer import TrainConfig, Trainer, default_out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     cfg.check()
     if args.num_workers > 1 or args.address:
-        from .distributed import train_with_ray
+        from nas.training.distributed import train_with_ray
 
         summary = train_with_ray(cfg, args.num_workers, args.use_gpu, args.address)
     else:

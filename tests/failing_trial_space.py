@@ -9,8 +9,9 @@ from pathlib import Path
 import ray.cloudpickle
 
 import nas.search
+import search_spaces
 
-nas.search.load_space_file(str(Path(__file__).with_name("tiny_space.py")))
+search_spaces.load_space_file(str(Path(__file__).with_name("tiny_space.py")))
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 

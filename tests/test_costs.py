@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from nas.costs import arch_costs, count_macs
+from nas.measure.costs import arch_costs, count_macs
 from supernet import ArchNet
 
 N_ARCHS = 50

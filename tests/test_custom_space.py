@@ -5,7 +5,7 @@ from pathlib import Path
 import timm
 import torch
 
-from nas.costs import arch_costs, count_params
+from nas.measure.costs import arch_costs, count_params
 from search_spaces import get_space
 from supernet import Supernet
 

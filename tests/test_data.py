@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.cli import UserError
+from nas.errors import UserError
 from nas.data import BatchLoader, load_data, make_loader
 
 

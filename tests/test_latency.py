@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY, assert_user_error, run_module
-from nas import latency
-from nas.latency import LatencyPredictor, arch_parts, cache_path, device_key, load_predictor, measure_latency
+from nas.measure import latency
+from nas.measure.latency import LatencyPredictor, arch_parts, cache_path, device_key, load_predictor, measure_latency
 from search_spaces import get_space
 from supernet import ArchNet
 

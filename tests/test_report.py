@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import assert_user_error, run_module
-from nas.cli import UserError
-from nas.pareto import hypervolume_2d, pareto_mask
-from nas.plots import ACC_LABEL, hypervolume_figure, pareto_figure
+from nas.errors import UserError
+from nas.reporting.pareto import hypervolume_2d, pareto_mask
+from nas.reporting.plots import ACC_LABEL, hypervolume_figure, pareto_figure
 from nas.report import (MACS, best_per_bin, choice_statistics, evaluated_feasible, hypervolume_curve, load_runs, load_trials, main,
                         pareto_front, reference_cost, report_runs, stored_pareto_mismatch)
 

@@ -10,9 +10,9 @@ import torch
 
 import tiny_space  # noqa: F401  (registers tiny_ext)
 from conftest import ROOT, assert_user_error, run_module, toy_npz
-from nas.checkpoint import RETRAIN_KIND, load_checkpoint, save_checkpoint
-from nas.cli import RunFailed
-from nas.costs import arch_costs
+from nas.training.checkpoint import RETRAIN_KIND, load_checkpoint, save_checkpoint
+from nas.errors import RunFailed
+from nas.measure.costs import arch_costs
 from nas.retrain import RetrainConfig, Retrainer, main
 from search_spaces import Arch, Scale, get_space
 from supernet import Supernet
@@ -156,7 +156,7 @@ def test_export_onnx_and_torchscript_match_torch(tmp_path, capsys, run):
 
 
 def test_export_that_does_not_match_is_refused_and_not_written(tmp_path, run, monkeypatch):
-    from nas import export
+    from nas.measure import export
 
     write, execute = export._WRITERS["torchscript"]
     monkeypatch.setitem(export._WRITERS, "torchscript", (write, lambda path, x: execute(path, x) + 1e-3))

@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nas.costs import arch_costs
-from nas.sampling import PathSampler
+from nas.measure.costs import arch_costs
+from nas.training.sampling import PathSampler
 from search_spaces import get_space
 
 

@@ -95,7 +95,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy)
     (["--flops", "4.5G", "--objectives", "flops,acc"], ["--objectives 'flops,acc'"]),
 ])
 def test_bad_input(tmp_path, args, fragments):
-    from nas.costs import arch_costs, extreme_arch
+    from nas.measure.costs import arch_costs, extreme_arch
     from search_spaces import get_space
 
     space = get_space("psvit_ext")
@@ -112,7 +112,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_supernet_of_another_space_is_refused(tmp_path, toy):
-    from nas.checkpoint import save_checkpoint
+    from nas.training.checkpoint import save_checkpoint
     from search_spaces import get_space
 
     save_checkpoint({"space": "psvit", "scale": get_space("psvit").proxy.to_dict(), "model": {}}, tmp_path / "s.pt")
@@ -137,7 +137,7 @@ def test_latency_limit_and_objective_search_measures_the_pareto_front(tmp_path, 
     """--latency and --objectives acc,latency with a predictor cached for this device: infeasible by predicted
     latency are not evaluated, the front is over accuracy and latency, every Pareto member and the best get a
     measured latency, and members over the limit are flagged."""
-    from nas.latency import load_predictor
+    from nas.measure.latency import load_predictor
     from search_spaces import get_space
     import tiny_space  # noqa: F401  (registers tiny_ext)
 

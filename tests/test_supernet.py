@@ -4,7 +4,7 @@ import torch
 
 from search_spaces import Arch, ArchError, Layer
 from supernet import ArchNet, Supernet
-from nas.costs import arch_costs, count_params
+from nas.measure.costs import arch_costs, count_params
 
 N_ARCHS = 20
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from conftest import TINY, assert_user_error, run_module, toy_npz
-from nas.checkpoint import load_checkpoint
-from nas.cli import RunFailed, UserError
-from nas.evaluate import evaluate, path_batchnorms
-from nas.train import TrainConfig, Trainer
+from nas.training.checkpoint import load_checkpoint
+from nas.errors import RunFailed, UserError
+from nas.measure.evaluate import evaluate, path_batchnorms
+from nas.training.supernet_trainer import TrainConfig, Trainer
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_cli_bad_inputs(tmp_path, data):
 
 def test_two_ray_train_workers(tmp_path, data):
     """Ray Train data parallelism: two CPU workers, the same paths each step, rank 0 writes the run."""
-    from nas.distributed import train_with_ray
+    from nas.training.distributed import train_with_ray
 
     summary = train_with_ray(_cfg(data, tmp_path / "run", epochs=1), num_workers=2, use_gpu=False)
     assert summary["epochs"] == 1

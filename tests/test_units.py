@@ -1,6 +1,6 @@
 import pytest
 
-from nas.cli import UserError
+from nas.errors import UserError
 from nas.units import parse_count, parse_latency_ms
 
 

@@ -1,5 +1,4 @@
-"""Data-parallel training on several workers (GPUs or machines) through Ray Train, and the private
-Ray instance that the search and retrain start.
+"""Data-parallel training on several workers (GPUs or machines) through Ray Train.
 
 Supernet: each worker runs the same Trainer; Ray Train's TorchTrainer sets up torch.distributed, the Trainer
 shards every batch by rank and averages gradients (the sampled paths are identical on all workers).
@@ -12,43 +11,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .cli import UserError
-from .train import SUMMARY, TrainConfig
-
-
-def check_address(address: str) -> None:
-    """Fail fast on an explicit host:port nobody listens on (ray.init would retry for minutes)."""
-    import socket
-
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as e:
-        raise UserError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
-
-
-def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
-    """Join the cluster at `address` or start a private Ray instance on localhost, dashboard off."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    if address:
-        check_address(address)
-    try:
-        if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     log_to_driver=False, configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise UserError(f"--address {address}: cannot reach a Ray cluster there ({str(e).splitlines()[0][:120]})") from None
-    return ray
+from nas.cluster import start_ray
+from nas.training.supernet_trainer import SUMMARY, TrainConfig
 
 
 def worker_device(device: str) -> str:
@@ -65,7 +29,7 @@ def worker_device(device: str) -> str:
 def _worker_loop(config: dict) -> None:
     import ray.train
 
-    from .train import Trainer
+    from nas.training.supernet_trainer import Trainer
 
     summary = Trainer(TrainConfig(**{**config, "device": worker_device(config["device"])})).run()
     ray.train.report({"val_acc_largest": summary["val_acc_largest"], "val_acc_smallest": summary["val_acc_smallest"]})

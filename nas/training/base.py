@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from search_spaces.atomic import write_text_atomic
 
-from .checkpoint import save_checkpoint
-from .cli import RunFailed, UserError
-from .device import resolve_device
+from nas.training.checkpoint import save_checkpoint
+from nas.errors import RunFailed, UserError
+from nas.measure.device import resolve_device
 
 LOG = "train_log.csv"
 

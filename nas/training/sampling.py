@@ -23,7 +23,7 @@ import numpy as np
 
 from search_spaces import Arch, Scale, SearchSpace
 
-from .costs import arch_costs, extreme_arch
+from nas.measure.costs import arch_costs, extreme_arch
 
 STRATEGIES = ("sandwich", "uniform", "stratified")
 DISTRIBUTIONS = ("choice", "legal")

@@ -14,7 +14,7 @@ import torch
 from search_spaces import Scale, get_space
 from search_spaces.atomic import write_bytes_atomic
 
-from .cli import UserError
+from nas.errors import UserError
 
 KIND = "psvit-nas supernet"
 RETRAIN_KIND = "psvit-nas retrain"

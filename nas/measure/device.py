@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import UserError
+from nas.errors import UserError
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import RunFailed, UserError
+from nas.errors import RunFailed, UserError
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 ALIASES = {"ts": "torchscript", "jit": "torchscript"}

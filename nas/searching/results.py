@@ -10,7 +10,7 @@ import pandas as pd
 
 from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
-from .pareto import pareto_mask
+from nas.reporting.pareto import pareto_mask
 
 COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "is_pareto",
            "eval_time_s", "duration_s", "arch"]
@@ -20,7 +20,7 @@ def trials_frame(run_dir: Path) -> pd.DataFrame:
     """One row per finished trial of the run's Optuna journal."""
     from optuna.trial import TrialState
 
-    from .search import read_evaluations, study_trials
+    from nas.search import read_evaluations, study_trials
 
     evaluations = read_evaluations(run_dir)
     rows = []
@@ -59,7 +59,7 @@ def measure_pareto_latency(df: pd.DataFrame, settings, rows) -> pd.DataFrame:
     from search_spaces import Arch, get_space
     from supernet import ArchNet
 
-    from .latency import measure_models
+    from nas.measure.latency import measure_models
 
     df = df.copy()
     space = get_space(settings.space)
@@ -78,8 +78,8 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_results(settings, run_dir: Path, seconds: float) -> dict:
-    from .report import write_report
-    from .search import OBJECTIVES
+    from nas.report import write_report
+    from nas.search import OBJECTIVES
 
     cost = OBJECTIVES[settings.objectives[1]][0] if len(settings.objectives) > 1 else "macs"
     df = mark_pareto(trials_frame(run_dir), cost)

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from search_spaces import Scale, get_space
 from search_spaces.atomic import write_text_atomic
 
-from .checkpoint import check_compatible, load_checkpoint
-from .cli import UserError
-from .costs import arch_costs
-from .data import DataBundle, load_data, make_loader
-from .evaluate import evaluate
-from .sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
-from .trainloop import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
+from nas.training.checkpoint import check_compatible, load_checkpoint
+from nas.errors import UserError
+from nas.measure.costs import arch_costs
+from nas.data import DataBundle, load_data, make_loader
+from nas.measure.evaluate import evaluate
+from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
+from nas.training.base import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
                         shard, train_epoch)
 
 CHECKPOINT = "supernet.pt"

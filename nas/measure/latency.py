@@ -33,7 +33,7 @@ from torch import nn
 from search_spaces import Arch, Layer, Scale, SearchSpace
 from search_spaces.atomic import write_text_atomic
 
-from .device import device_name, resolve_device
+from nas.measure.device import device_name, resolve_device
 
 CACHE_DIR = Path("results") / "latency"
 CACHE_FORMAT = 1
@@ -244,7 +244,7 @@ class LatencyPredictor:
 
     def fastest(self, space: SearchSpace) -> Arch:
         """The architecture with the lowest predicted latency (exact: the prediction is additive)."""
-        from .costs import optimal_arch
+        from nas.measure.costs import optimal_arch
 
         grids, dims, heads = self.scale.grids(), self.scale.embed_dims, self.scale.num_heads
         return optimal_arch(

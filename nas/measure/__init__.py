@@ -1,0 +1,1 @@
+"""What a model costs and scores: MAC/parameter counts, latency, inherited-weight accuracy, export."""

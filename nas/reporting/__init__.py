@@ -1,0 +1,1 @@
+"""Reports of search runs: tables, Pareto fronts, hypervolume, plots."""
