@@ -5,7 +5,8 @@ import time
 from pathlib import Path
 
 from nas.errors import UserError
-from nas.search import SearchSettings, check_reachable
+from nas.runs import SearchSettings
+from nas.search import check_reachable
 from nas.training.supernet_trainer import TrainConfig, Trainer
 
 

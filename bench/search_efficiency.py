@@ -36,7 +36,8 @@ from nas.cli import Parser, run_cli
 from nas.errors import UserError
 from nas.reporting.pareto import hypervolume_2d
 from search_spaces import load_space_file
-from nas.search import SAMPLERS, SearchSettings, search
+from nas.runs import SAMPLERS, SearchSettings
+from nas.search import search
 from nas.units import parse_count
 from search_bench import prepare
 from search_spaces import get_space

@@ -13,7 +13,7 @@ trial:
   Optuna proposing it to the driver telling Optuna its result, so scheduling, the worker, the result's
   way back and the sampler's bookkeeping are all inside);
 - direct: in this process, the same architecture evaluated by the same code the worker runs
-  (nas.search._trial_payload, nas.evaluate.evaluate) with the same thread count (--cpus-per-trial),
+  (nas.searching.trial.trial_payload, nas.measure.evaluate.evaluate) with the same thread count (--cpus-per-trial),
   one at a time.
 
 This VM's speed drifts by up to 20% over minutes, so the two are measured in the order search, direct,
@@ -44,7 +44,10 @@ from nas.cli import Parser, run_cli
 
 from nas.errors import UserError
 from nas.measure.evaluate import evaluate
-from nas.search import SearchSettings, _trial_payload, prepare_supernet, search, write_config
+from nas.runs import SearchSettings, write_config
+from nas.search import search
+from nas.searching.driver import prepare_supernet
+from nas.searching.trial import trial_payload
 from nas.units import parse_count
 from search_bench import prepare
 from search_spaces import Arch, get_space
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     supernet_state, bundle, _ = prepare_supernet(settings, out / "search-1")
     threads = max(1, int(args.cpus_per_trial))
     torch.set_num_threads(threads)
-    net, val_loader, calib_loader = _trial_payload(supernet_state, bundle, asdict(settings))
+    net, val_loader, calib_loader = trial_payload(supernet_state, bundle, asdict(settings))
     evaluate(net, Arch.from_json(first["arch"][0]), val_loader, calib_loader, settings.calib_batches)  # warm-up
     direct = [direct_times(net, first["arch"], val_loader, calib_loader, settings.calib_batches, f"direct pass {k}") for k in (1, 2)]
     second = run_search(settings, out / "search-2")

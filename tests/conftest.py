@@ -1,3 +1,7 @@
+import contextlib
+import importlib
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +59,21 @@ def toy_npz(path, n_train: int = 96, n_test: int = 24) -> str:
 def run_module(module: str, *args: str, cwd=None, timeout=300):
     """Run `python -m module args` as a user would; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout)
+
+
+def run_main(module: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    """`module.main(args)` in this process, as `python -m module args` would run it from `cwd`: its exit status
+    and what it printed. For the cases that stop before any real work (argument checking)."""
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        os.chdir(cwd or ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(proc, *fragments: str):

@@ -1,14 +1,15 @@
 """tiny_ext (tests/tiny_space.py) with a trial evaluation that raises for trial 2, for nas.search --space-file.
 
-`python -m nas.search` runs as __main__, so the trial function is wrapped there; this module is pickled by
-value so the wrapper reaches the Ray workers without their importing it.
+The driver looks the trial function up in nas.searching.trial when it starts the trials, so the wrapper
+replaces it there; this module is pickled by value so the wrapper reaches the Ray workers without their
+importing it.
 """
 import sys
 from pathlib import Path
 
 import ray.cloudpickle
 
-import nas.search
+import nas.searching.trial
 import search_spaces
 
 search_spaces.load_space_file(str(Path(__file__).with_name("tiny_space.py")))
@@ -24,5 +25,4 @@ def _raising_on_trial_2(evaluate_trial):
     return wrapper
 
 
-for module in {id(m): m for m in (sys.modules.get("__main__"), nas.search) if hasattr(m, "evaluate_trial")}.values():
-    module.evaluate_trial = _raising_on_trial_2(module.evaluate_trial)
+nas.searching.trial.evaluate_trial = _raising_on_trial_2(nas.searching.trial.evaluate_trial)

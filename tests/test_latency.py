@@ -5,7 +5,7 @@ import zlib
 import pytest
 import torch
 
-from conftest import TINY, assert_user_error, run_module
+from conftest import TINY, assert_user_error, run_main, run_module
 from nas.measure import latency
 from nas.measure.latency import LatencyPredictor, arch_parts, cache_path, device_key, load_predictor, measure_latency
 from search_spaces import get_space
@@ -112,15 +112,15 @@ def test_predictor_tracks_measurement_on_tiny_models(tiny_predictor):
     ("0ms", "--latency: '0ms' must be a positive latency"),
 ])
 def test_malformed_latency_is_rejected(tmp_path, value, fragment):
-    proc = run_module("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--latency", value, cwd=tmp_path, timeout=120)
+    proc = run_main("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--latency", value, cwd=tmp_path)
     assert_user_error(proc, fragment, "e.g. 8ms")
     assert not (tmp_path / "results").exists()
 
 
 def test_bad_latency_device_and_batch(tmp_path):
-    assert_user_error(run_module("nas.search", "--space", "psvit_ext", "--latency", "8ms", "--device", "tpu", cwd=tmp_path),
+    assert_user_error(run_main("nas.search", "--space", "psvit_ext", "--latency", "8ms", "--device", "tpu", cwd=tmp_path),
                       "--device 'tpu'")
-    assert_user_error(run_module("nas.search", "--space", "psvit_ext", "--latency", "8ms", "--latency-batch", "0", cwd=tmp_path),
+    assert_user_error(run_main("nas.search", "--space", "psvit_ext", "--latency", "8ms", "--latency-batch", "0", cwd=tmp_path),
                       "--latency-batch must be at least 1")
     assert not (tmp_path / "results").exists()
 

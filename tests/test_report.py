@@ -10,8 +10,12 @@ from conftest import assert_user_error, run_module
 from nas.errors import UserError
 from nas.reporting.pareto import hypervolume_2d, pareto_mask
 from nas.reporting.plots import ACC_LABEL, hypervolume_figure, pareto_figure
-from nas.report import (MACS, best_per_bin, choice_statistics, evaluated_feasible, hypervolume_curve, load_runs, load_trials, main,
-                        pareto_front, reference_cost, report_runs, stored_pareto_mismatch)
+from nas.report import main
+from nas.reporting.analysis import (MACS, best_per_bin, evaluated_feasible, hypervolume_curve, pareto_front, reference_cost,
+                                    stored_pareto_mismatch)
+from nas.reporting.choices import choice_statistics
+from nas.reporting.document import report_runs
+from nas.reporting.load import load_runs, load_trials
 
 ARCH_A = json.dumps({"space": "psvit_ext", "version": 1, "merges": ["pool"],
                      "stages": [[{"block": "strip", "strip_width": 3}], [{"block": "mhsa", "mlp_ratio": 2}, {"block": "shared", "mlp_ratio": 2}]]})

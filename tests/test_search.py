@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, assert_user_error, run_module, toy_npz
+from conftest import ROOT, assert_user_error, run_main, run_module, toy_npz
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
 
@@ -25,6 +25,7 @@ def _search_args(toy, out, trials, *extra, flops="2.3G"):
             "--data", toy, "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_search_writes_results_and_skips_infeasible(tmp_path, toy):
     proc = run_module("nas.search", *_search_args(toy, tmp_path / "run", 10), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -51,6 +52,7 @@ def test_search_writes_results_and_skips_infeasible(tmp_path, toy):
             assert "feasible" in line and "trials/min" in line
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "nas.search", *_search_args(toy, run, 14)], cwd=tmp_path,
@@ -100,15 +102,15 @@ def test_bad_input(tmp_path, args, fragments):
 
     space = get_space("psvit_ext")
     smallest = arch_costs(extreme_arch(space, space.target, largest=False), space.target).macs / 1e9
-    proc = run_module("nas.search", "--space", "psvit_ext", *args, cwd=tmp_path, timeout=120)
+    proc = run_main("nas.search", "--space", "psvit_ext", *args, cwd=tmp_path)
     assert_user_error(proc, *(f.format(smallest_gmacs=smallest) for f in fragments))
     assert not (tmp_path / "results").exists()
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_user_error(run_module("nas.search", "--resume", str(tmp_path / "empty"), cwd=tmp_path), "not a search run (no config.json)")
-    assert_user_error(run_module("nas.search", "--resume", str(tmp_path / "missing"), cwd=tmp_path), "does not exist")
+    assert_user_error(run_main("nas.search", "--resume", str(tmp_path / "empty"), cwd=tmp_path), "not a search run (no config.json)")
+    assert_user_error(run_main("nas.search", "--resume", str(tmp_path / "missing"), cwd=tmp_path), "does not exist")
 
 
 def test_supernet_of_another_space_is_refused(tmp_path, toy):
@@ -116,23 +118,24 @@ def test_supernet_of_another_space_is_refused(tmp_path, toy):
     from search_spaces import get_space
 
     save_checkpoint({"space": "psvit", "scale": get_space("psvit").proxy.to_dict(), "model": {}}, tmp_path / "s.pt")
-    proc = run_module("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--supernet", str(tmp_path / "s.pt"), "--out", str(tmp_path / "r"), cwd=tmp_path)
+    proc = run_main("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--supernet", str(tmp_path / "s.pt"), "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert_user_error(proc, "checkpoint is for space 'psvit', not 'psvit_ext'")
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "trials.csv").write_text("keep")
-    proc = run_module("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    proc = run_main("nas.search", "--space", "psvit_ext", "--flops", "4.5G", "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert_user_error(proc, "already exists and is not empty", "--resume")
     assert (tmp_path / "r" / "trials.csv").read_text() == "keep"
 
 
 def test_unreachable_address(tmp_path, toy):
-    proc = run_module("nas.search", *_search_args(toy, tmp_path / "r", 2, "--address", "127.0.0.1:1"), cwd=tmp_path, timeout=200)
+    proc = run_main("nas.search", *_search_args(toy, tmp_path / "r", 2, "--address", "127.0.0.1:1"), cwd=tmp_path)
     assert_user_error(proc, "--address 127.0.0.1:1: cannot reach a Ray cluster")
 
 
+@pytest.mark.slow
 def test_latency_limit_and_objective_search_measures_the_pareto_front(tmp_path, toy):
     """--latency and --objectives acc,latency with a predictor cached for this device: infeasible by predicted
     latency are not evaluated, the front is over accuracy and latency, every Pareto member and the best get a
@@ -167,6 +170,7 @@ def test_latency_limit_and_objective_search_measures_the_pareto_front(tmp_path, 
     assert json.loads((tmp_path / "run" / "config.json").read_text())["latency_predictor"]["key"] == pred.key
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(tmp_path, toy):
     args = _search_args(toy, tmp_path / "run", 6)
     args[args.index(SPACE_FILE)] = str(ROOT / "tests" / "failing_trial_space.py")

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from nas.report import CostAxis
+    from nas.reporting.analysis import CostAxis
 
 ACC_LABEL = "validation top-1 accuracy (inherited weights)"
 

@@ -10,7 +10,9 @@ import pandas as pd
 
 from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
+from nas import runs
 from nas.reporting.pareto import pareto_mask
+from nas.reporting.document import write_report
 
 COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "is_pareto",
            "eval_time_s", "duration_s", "arch"]
@@ -20,11 +22,9 @@ def trials_frame(run_dir: Path) -> pd.DataFrame:
     """One row per finished trial of the run's Optuna journal."""
     from optuna.trial import TrialState
 
-    from nas.search import read_evaluations, study_trials
-
-    evaluations = read_evaluations(run_dir)
+    evaluations = runs.read_evaluations(run_dir)
     rows = []
-    for t in study_trials(run_dir):
+    for t in runs.study_trials(run_dir):
         if t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "arch" not in t.user_attrs or t.user_attrs.get("interrupted"):
             continue
         feasible = bool(t.user_attrs["feasible"])
@@ -78,10 +78,7 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_results(settings, run_dir: Path, seconds: float) -> dict:
-    from nas.report import write_report
-    from nas.search import OBJECTIVES
-
-    cost = OBJECTIVES[settings.objectives[1]][0] if len(settings.objectives) > 1 else "macs"
+    cost = settings.cost_column()
     df = mark_pareto(trials_frame(run_dir), cost)
     evaluated = df[(df["status"] == "ok") & df["feasible"]]
     best_row = evaluated.sort_values(["acc", "macs"], ascending=[False, True]).index[0] if len(evaluated) else None
@@ -107,7 +104,7 @@ def write_results(settings, run_dir: Path, seconds: float) -> dict:
                                   "device": settings.device, "batch_size": settings.latency_batch}
         text = json.dumps(best, indent=2) + "\n"
         write_text_atomic(run_dir / "best.json", text)
-        write_text_atomic(Path("results") / "best.json", text)
+        write_text_atomic(runs.RESULTS_ROOT / "best.json", text)
         summary["best"] = best
     write_report(run_dir)
     return summary

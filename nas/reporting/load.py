@@ -1,0 +1,123 @@
+"""Runs read for a report: the trials table of each run folder, checked column by column, and the run's
+settings (through the run store) for labels and limits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from search_spaces import Arch, ArchError
+
+from nas import runs
+from nas.errors import UserError
+
+REQUIRED_COLUMNS = ("trial", "status", "feasible", "acc", "macs", "params", "arch")
+
+
+NUMERIC_COLUMNS = ("trial", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "eval_time_s", "duration_s")
+
+
+BOOL_COLUMNS = ("feasible", "evaluated", "is_pareto")
+
+
+_BOOLS = {True: True, False: False, "True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
+
+
+def _read_table(run_dir: Path) -> tuple[pd.DataFrame, Path]:
+    if not run_dir.exists():
+        raise UserError(f"{run_dir}: does not exist; give a run folder written by nas.search (results/<run>)")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a folder; give a run folder written by nas.search (results/<run>)")
+    path = next((p for p in (run_dir / "trials.parquet", run_dir / "trials.csv") if p.is_file()), None)
+    if path is None:
+        raise UserError(f"{run_dir}: not a search run (no trials.csv or trials.parquet); runs are the folders nas.search writes under results/")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (zero bytes); a trials table has a header and one row per trial")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty file (no header); a trials table has a header and one row per trial") from None
+    except (ValueError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot be read as a trials table ({reason})") from None
+    return df, path
+
+
+def _clean(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The trials table with checked columns and types, in proposal order; a user error names the first problem."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: columns missing: {', '.join(missing)} (a trials table needs {', '.join(REQUIRED_COLUMNS)})")
+    if df.empty:
+        raise UserError(f"{path}: has a header but no trials")
+    df = df.copy()
+    for column in (c for c in NUMERIC_COLUMNS if c in df.columns):
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna() & df[column].notna()
+        if bad.any():
+            raise UserError(f"{path}: column {column} holds {df[column][bad].iloc[0]!r}; it must hold numbers")
+        df[column] = values
+    if df["trial"].isna().any() or df["trial"].duplicated().any():
+        raise UserError(f"{path}: column trial must number each trial once (a missing or repeated number was found)")
+    df["trial"] = df["trial"].astype(int)
+    for column in (c for c in BOOL_COLUMNS if c in df.columns):
+        values = df[column].map(_BOOLS)
+        if values.isna().any():
+            raise UserError(f"{path}: column {column} holds {df[column][values.isna()].iloc[0]!r}; it must hold True or False")
+        df[column] = values.astype(bool)
+    df["status"] = df["status"].astype(str)
+    if "evaluated" not in df.columns:
+        df["evaluated"] = df["status"].eq("ok") & df["feasible"] & df["acc"].notna()
+    for trial, text in zip(df["trial"], df["arch"]):
+        if not isinstance(text, str):
+            raise UserError(f"{path}: trial {trial} has no architecture in column arch")
+        try:
+            Arch.from_json(text)
+        except ArchError as e:
+            raise UserError(f"{path}: trial {trial}: arch: {e}") from None
+    return df.sort_values("trial").reset_index(drop=True)
+
+
+def _limits_text(settings: dict) -> str:
+    parts = [f"{name} <= {settings[key] / scale:g} {unit}" for key, name, scale, unit in
+             (("flops", "MACs", 1e9, "G"), ("params", "params", 1e6, "M"), ("latency_ms", "latency", 1.0, "ms")) if settings.get(key) is not None]
+    return ", ".join(parts) or "none"
+
+
+def load_runs(*run_dirs: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the trials of every run in one table with a `run` column, one row of settings per run indexed by run name).
+
+    A run is named after its folder; when two folders share a name, runs are named by their paths.
+    Everything is checked before anything is returned: a bad input raises UserError naming it.
+    """
+    paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise UserError("no run given; give one or more run folders written by nas.search (results/<run>)")
+    resolved = [p.resolve() for p in paths]
+    for k, r in enumerate(resolved):
+        if r in resolved[:k]:
+            raise UserError(f"{paths[k]}: given twice; give each run once")
+    names = [r.name for r in resolved]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    tables, settings_rows = [], []
+    for name, path in zip(names, paths):
+        df, table_path = _read_table(path)
+        tables.append(_clean(df, table_path).assign(run=name))
+        settings = runs.stored_settings(path)
+        sampler = settings.get("sampler")
+        settings_rows.append({
+            "run": name, "label": f"{name} ({sampler})" if sampler else name, "folder": str(path),
+            "space": settings.get("space"), "sampler": sampler, "objectives": ",".join(settings.get("objectives") or []) or None,
+            "limits": _limits_text(settings), "trials requested": settings.get("trials"),
+            "flops": settings.get("flops"), "params": settings.get("params"), "latency_ms": settings.get("latency_ms"),
+        })
+    trials = pd.concat(tables, ignore_index=True)
+    trials["run"] = pd.Categorical(trials["run"], categories=names)
+    trials = trials[["run", *(c for c in trials.columns if c != "run")]]
+    return trials, pd.DataFrame(settings_rows).set_index("run")
+
+
+def load_trials(*run_dirs: str | Path) -> pd.DataFrame:
+    """The trials of one or several runs in one DataFrame, with a `run` column (see load_runs)."""
+    return load_runs(*run_dirs)[0]

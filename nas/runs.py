@@ -1,0 +1,261 @@
+"""The run store: a search run's folder and everything read from or written to it.
+
+results/<run>/ holds config.json (the settings, scales, versions, data, supernet hash), the Optuna
+journal (the sampler's history; `--resume` reloads it), evaluations.jsonl (the driver's durable record
+of each trial result it received), supernet.pt and the result tables. Every command that reads a run
+reads it through this module; a run folder is data: nothing in it is executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from search_spaces import file_sha256, get_space
+from search_spaces.atomic import write_text_atomic
+
+from nas.errors import UserError
+
+RUN_KIND = "psvit-nas search"
+CONFIG = "config.json"
+JOURNAL = "optuna.journal"
+EVALUATIONS = "evaluations.jsonl"
+RESULTS_ROOT = Path("results")
+SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
+OBJECTIVES = {"acc": ("acc", "max"), "flops": ("macs", "min"), "params": ("params", "min"), "latency": ("latency_ms", "min")}
+SCALES = ("proxy", "target")
+
+
+@dataclass
+class SearchSettings:
+    space: str = "psvit_ext"
+    flops: float | None = None  # MAC limit at the target scale
+    params: float | None = None
+    latency_ms: float | None = None
+    sampler: str = "tpe"
+    objectives: tuple[str, ...] = ("acc", "flops")
+    trials: int = 100
+    seed: int = 0
+    data: str = "digits"
+    scale: str = "proxy"
+    supernet: str | None = None
+    epochs: int = 8
+    strategy: str = "sandwich"
+    calib_batches: int = 10
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    concurrency: int = 0  # 0: as many as the resources allow
+    run_dir: str = ""
+    space_file: str | None = None
+    space_file_sha256: str | None = None
+    device: str = "auto"  # where latency is measured and predicted
+    latency_batch: int = 1
+    latency_threads: int = 0  # 0: torch's default
+
+    @property
+    def uses_latency(self) -> bool:
+        return self.latency_ms is not None or "latency" in self.objectives
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in (("macs", self.flops), ("params", self.params), ("latency_ms", self.latency_ms)) if v is not None}
+
+    def cost_column(self) -> str:
+        """The trials column the Pareto front is drawn against: the second objective's, else MACs."""
+        return OBJECTIVES[self.objectives[1]][0] if len(self.objectives) > 1 else "macs"
+
+
+# What each stored setting must be: (accepted types, check, what is allowed).
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_RULES = {
+    "space": (lambda v: isinstance(v, str) and v != "", "a space name"),
+    "flops": (lambda v: v is None or (_number(v) and v > 0), "null or a positive number of MACs"),
+    "params": (lambda v: v is None or (_number(v) and v > 0), "null or a positive number of parameters"),
+    "latency_ms": (lambda v: v is None or (_number(v) and v > 0), "null or a positive number of milliseconds"),
+    "sampler": (lambda v: v in SAMPLERS, ", ".join(SAMPLERS)),
+    "objectives": (lambda v: isinstance(v, (list, tuple)) and len(v) >= 1 and v[0] == "acc" and len(set(v)) == len(v)
+                   and all(o in OBJECTIVES for o in v), "a list starting with acc, then any of flops, params, latency"),
+    "trials": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "seed": (_integer, "an integer"),
+    "data": (lambda v: isinstance(v, str) and v != "", "a data spec (digits, npz:PATH, folder:PATH, a timm name)"),
+    "scale": (lambda v: v in SCALES, ", ".join(SCALES)),
+    "supernet": (lambda v: v is None or isinstance(v, str), "null or a checkpoint path"),
+    "epochs": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "strategy": (lambda v: isinstance(v, str), "a path-sampling strategy name"),
+    "calib_batches": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "address": (lambda v: v is None or isinstance(v, str), "null or a Ray address"),
+    "cpus_per_trial": (lambda v: _number(v) and v > 0, "a positive number"),
+    "gpus_per_trial": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "concurrency": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "run_dir": (lambda v: isinstance(v, str), "a folder path"),
+    "space_file": (lambda v: v is None or isinstance(v, str), "null or a file path"),
+    "space_file_sha256": (lambda v: v is None or (isinstance(v, str) and len(v) == 64), "null or a sha256 hex digest"),
+    "device": (lambda v: isinstance(v, str), "auto, cpu, cuda or cuda:N"),
+    "latency_batch": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "latency_threads": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+}
+
+
+def settings_from_dict(values, where: str) -> SearchSettings:
+    """SearchSettings from a config.json's `settings`, every field checked; a UserError names the first bad one."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: 'settings' must be an object; runs are the folders nas.search writes")
+    names = {f.name for f in fields(SearchSettings)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{where}: settings.{unknown[0]} is not a search setting; known: {', '.join(sorted(names))}")
+    for name, value in values.items():
+        ok, allowed = _RULES[name]
+        if not ok(value):
+            raise UserError(f"{where}: settings.{name} is {json.dumps(value)[:60]}; allowed: {allowed}")
+    for name in ("space", "objectives", "trials"):
+        if name not in values:
+            raise UserError(f"{where}: settings.{name} is missing; runs are the folders nas.search writes")
+    return SearchSettings(**{**values, "objectives": tuple(values["objectives"])})
+
+
+# ------------------------------------------------------------------ folders
+def new_run_dir(space: str, prefix: str = "", root: Path = RESULTS_ROOT) -> Path:
+    """A fresh, not yet created folder results/<prefix><space>-<time>[-k]."""
+    base = root / f"{prefix}{space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run, k = base, 1
+    while run.exists():
+        k += 1
+        run = base.with_name(f"{base.name}-{k}")
+    return run
+
+
+# ------------------------------------------------------------------ config.json
+def versions() -> dict:
+    import optuna
+    import ray
+    import timm
+    import torch
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
+            "python": sys.version.split()[0]}
+
+
+def write_config(settings: SearchSettings, run_dir: Path, extra: dict) -> None:
+    space = get_space(settings.space)
+    config = {"kind": RUN_KIND, "settings": asdict(settings), "target_scale": space.target.to_dict(), "versions": versions(), **extra}
+    write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2, default=str) + "\n")
+
+
+def read_config(run_dir: Path, flag: str = "--resume") -> dict:
+    """A run's config.json, checked to be a nas.search configuration with valid settings."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise UserError(f"{flag} {run_dir}: directory does not exist")
+    if not path.is_file():
+        raise UserError(f"{flag} {run_dir}: not a search run (no config.json); runs are the folders under results/ that nas.search wrote")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise UserError(f"{flag} {run_dir}: config.json is not valid JSON") from None
+    if not isinstance(config, dict) or config.get("kind") != RUN_KIND:
+        raise UserError(f"{flag} {run_dir}: config.json is not a nas.search configuration")
+    if "settings" not in config:
+        raise UserError(f"{path}: has no 'settings'; runs are the folders nas.search writes")
+    settings_from_dict(config["settings"], str(path))
+    return config
+
+
+def read_settings(run_dir: Path, flag: str = "--resume") -> SearchSettings:
+    config = read_config(run_dir, flag)
+    return settings_from_dict(config["settings"], str(Path(run_dir) / CONFIG))
+
+
+def stored_settings(run_dir: Path) -> dict:
+    """The settings of a run as stored, for a report's labels; empty when the folder has no config.json."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise UserError(f"{path}: not valid JSON; remove it or restore the one nas.search wrote") from None
+    settings = config.get("settings") if isinstance(config, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+def run_supernet(run: Path | None, config: dict) -> str | None:
+    """The run's supernet checkpoint: the path config.json records, else <run>/supernet.pt."""
+    if run is None:
+        return None
+    for candidate in (config.get("supernet"), run / "supernet.pt"):
+        if isinstance(candidate, (str, Path)) and candidate and Path(candidate).is_file():
+            return str(candidate)
+    return None
+
+
+def find_run(path: Path, data) -> Path | None:
+    """The search run an arch file or a pareto.csv belongs to: its own folder, or the `run` a best.json names."""
+    if (path.parent / CONFIG).is_file():
+        return path.parent
+    named = data.get("run") if isinstance(data, dict) else None
+    if isinstance(named, str):
+        for candidate in (Path(named), path.parent.parent / named, path.parent / Path(named).name):
+            if (candidate / CONFIG).is_file():
+                return candidate
+    return None
+
+
+def sha256(path: Path) -> str:
+    return file_sha256(path)
+
+
+# ------------------------------------------------------------------ the sampler's journal and the evaluation log
+def journal(run_dir: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(Path(run_dir) / JOURNAL)))
+
+
+def study_trials(run_dir: Path):
+    storage = journal(run_dir)
+    studies = storage.get_all_studies()
+    if not studies:
+        return []
+    return storage.get_all_trials(studies[0]._study_id)
+
+
+def append_evaluation(run_dir: Path, record: dict) -> None:
+    """Append one record durably; a line cut short by an earlier kill is ended first, so this one survives."""
+    path = Path(run_dir) / EVALUATIONS
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(record) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_evaluations(run_dir: Path) -> dict[int, dict]:
+    """The driver's durable record of every trial result it received, by Optuna trial number."""
+    path = Path(run_dir) / EVALUATIONS
+    records = {}
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if isinstance(record, dict) and _integer(record.get("trial")):
+                records[record["trial"]] = record
+    return records

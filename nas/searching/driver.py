@@ -1,0 +1,163 @@
+"""The search driver: the supernet the trials share, then Ray Tune running trials that an Optuna sampler
+proposes, with a progress line per trial and the journal repaired after a kill.
+
+Ask-and-tell bookkeeping goes through the run's Optuna journal, so a killed search keeps every trial
+it was told; `close_interrupted` settles the ones a kill left running.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from search_spaces import get_space
+
+from nas import runs
+from nas.errors import UserError
+from nas.runs import OBJECTIVES, SearchSettings
+from nas.searching import trial as trial_side
+
+
+class Progress:
+    """One line per finished trial (errored ones included): done/total, feasible count, best feasible
+    accuracy, trials per minute; each result is also appended to the run's evaluation log."""
+
+    def __init__(self, total: int, done: int, feasible: int, best: float | None, run_dir: Path):
+        from ray.tune import Callback
+
+        outer = self
+
+        class _Callback(Callback):
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                outer.report(result)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                outer.line(trial.config, "failed (its error is printed above; the search goes on)")
+
+        self.callback = _Callback()
+        self.total, self.done, self.feasible, self.best, self.t0, self.start_done = total, done, feasible, best, time.time(), done
+        self.run_dir = run_dir
+
+    def report(self, result: dict) -> None:
+        runs.append_evaluation(self.run_dir, {k: result[k] for k in ("trial", "evaluated", "eval_time_s", "acc")})
+        if result.get("feasible"):
+            self.feasible += 1
+            self.best = max(self.best or 0.0, result["acc"])
+        self.line(result, f"acc {result['acc']:.3f}" if result.get("feasible") else "infeasible, not evaluated")
+
+    def line(self, costs: dict, status: str) -> None:
+        self.done += 1
+        rate = (self.done - self.start_done) / max((time.time() - self.t0) / 60, 1e-9)
+        latency = f", {costs['latency_ms']:.1f} ms predicted" if costs.get("latency_ms") is not None else ""
+        best = f"{self.best:.3f}" if self.best is not None else "-"
+        print(f"trial {self.done}/{self.total}: {costs['macs'] / 1e9:.2f}G MACs{latency}, {status} | feasible {self.feasible} | "
+              f"best feasible acc {best} | {rate:.1f} trials/min", flush=True)
+
+
+def close_interrupted(run_dir: Path, objectives: tuple[str, ...]) -> None:
+    """Settle trials a killed process left RUNNING: one whose result reached the driver is completed
+    with that result (it is not evaluated again); the others are marked interrupted and proposed anew."""
+    from optuna.trial import TrialState
+
+    storage = runs.journal(run_dir)
+    evaluations = runs.read_evaluations(run_dir)
+    for t in runs.study_trials(run_dir):
+        if t.state != TrialState.RUNNING:
+            continue
+        record = evaluations.get(t.number)
+        if record is not None and "arch" in t.user_attrs:
+            measured = {"acc": record["acc"], "flops": t.user_attrs["macs"], "params": t.user_attrs["params"],
+                        "latency": t.user_attrs.get("latency_ms")}
+            storage.set_trial_state_values(t._trial_id, TrialState.COMPLETE, [measured[o] for o in objectives])
+        else:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def finished_trials(run_dir: Path) -> list:
+    """The run's trials that count: completed or failed with an architecture, not interrupted by a kill."""
+    from optuna.trial import TrialState
+
+    return [t for t in runs.study_trials(run_dir) if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+            and "arch" in t.user_attrs and not t.user_attrs.get("interrupted")]
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bundle, predictor=None) -> None:
+    """Run the trials the run still lacks (settings.trials minus those finished)."""
+    import optuna
+    from optuna.trial import TrialState
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from nas.cluster import start_ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    close_interrupted(run_dir, settings.objectives)
+    finished = finished_trials(run_dir)
+    remaining = settings.trials - len(finished)
+    if remaining <= 0:
+        return
+    metrics = [OBJECTIVES[o] for o in settings.objectives]
+    metric = [m for m, _ in metrics] if len(metrics) > 1 else metrics[0][0]
+    mode = [m for _, m in metrics] if len(metrics) > 1 else metrics[0][1]
+    sampler = trial_side.make_sampler(settings.sampler, settings.seed + len(finished))
+    searcher = OptunaSearch(space=trial_side.Proposer(settings, predictor), metric=metric, mode=mode, sampler=sampler,
+                            study_name="search", storage=runs.journal(run_dir))
+    ray = start_ray(settings.address, num_gpus=None)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
+    if settings.gpus_per_trial > 0:
+        concurrency = min(concurrency, max(1, int(ray.cluster_resources().get("GPU", 0) // settings.gpus_per_trial)))
+    feasible = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
+    best = max((t.values[0] for t in feasible), default=None)
+    progress = Progress(settings.trials, len(finished), len(feasible), best, run_dir)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_side.evaluate_trial, supernet_state=supernet_state, bundle=bundle, settings=asdict(settings)),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency), num_samples=remaining,
+                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
+        # One result per trial: stopping on it saves the round trip of waiting for the function to return.
+        run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0, stop={"training_iteration": 1},
+                                  callbacks=[progress.callback], failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+    )
+    tuner.fit()
+
+
+def prepare_supernet(settings: SearchSettings, run_dir: Path):
+    """(supernet state for the trials, data bundle, checkpoint path): the given one, or one trained in the run folder."""
+    from nas.data import load_data
+    from nas.training.checkpoint import check_compatible, load_checkpoint
+    from nas.training.supernet_trainer import TrainConfig, Trainer, resolve_scale
+
+    space = get_space(settings.space)
+    if settings.supernet:
+        path = Path(settings.supernet)
+        ckpt = load_checkpoint(path)
+        if ckpt["space"] != space.name:
+            raise UserError(f"--supernet {path}: checkpoint is for space {ckpt['space']!r}, not {space.name!r}")
+        data_cfg = ckpt.get("config", {})
+        bundle = load_data(settings.data, img_size=ckpt["scale"]["img_size"], seed=data_cfg.get("seed", settings.seed),
+                           val_fraction=data_cfg.get("val_fraction", 0.1))
+        tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, custom_scale=ckpt["scale"])
+        check_compatible(ckpt, path, space.name, resolve_scale(tc, bundle))
+        return {"scale": ckpt["scale"], "model": ckpt["model"]}, bundle, path
+    path = run_dir / "supernet.pt"
+    tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
+                     seed=settings.seed, out=str(run_dir))
+    done = False
+    if path.exists():
+        done = int(load_checkpoint(path)["epoch"]) >= settings.epochs
+        tc.resume = True
+    trainer = Trainer(tc)
+    if not done:
+        print(f"training the supernet ({settings.epochs} epochs, {settings.strategy} sampling, {settings.scale} scale) into {path}", flush=True)
+        trainer.run()
+    return {"scale": trainer.scale.to_dict(), "model": trainer.net.cpu().state_dict()}, trainer.bundle, path
