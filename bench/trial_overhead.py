@@ -46,7 +46,7 @@ from nas.errors import UserError
 from nas.measure.evaluate import evaluate
 from nas.runs import SearchSettings, write_config
 from nas.search import search
-from nas.searching.driver import prepare_supernet
+from nas.searching.driver import check_inputs
 from nas.searching.trial import trial_payload
 from nas.units import parse_count
 from search_bench import prepare
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     settings = SearchSettings(space=space.name, flops=flops, trials=args.trials, data=args.data, supernet=supernet,
                               cpus_per_trial=args.cpus_per_trial, concurrency=args.concurrency)
     first = run_search(settings, out / "search-1")
-    supernet_state, bundle, _ = prepare_supernet(settings, out / "search-1")
+    bundle, supernet_state = check_inputs(settings)
     threads = max(1, int(args.cpus_per_trial))
     torch.set_num_threads(threads)
     net, val_loader, calib_loader = trial_payload(supernet_state, bundle, asdict(settings))

@@ -32,6 +32,10 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) and values that may start with '-' (`--flops -1G` is
     read as the value -1G, so the limit's own check can say what is wrong with it)."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --flop is not --flops: a mistyped flag is an error, not a guess
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         raise UserError(f"{message} (see {self.prog} --help)")
 

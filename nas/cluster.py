@@ -1,7 +1,89 @@
-"""The Ray instance a command uses: a private one on this machine, or the cluster named by --address."""
+"""The Ray instance a command uses: a private one on this machine, or the cluster named by --address.
+
+A private instance (no --address; RAY_ADDRESS in the environment is ignored) is single-node and
+loopback-only: every Ray process of it listens on 127.0.0.1 (or ::1), and all of them stop when the
+command ends, whether normally, on an error, on Ctrl-C or SIGTERM (atexit: `stop_ray`), or when the
+command is killed with SIGKILL (Ray's own fate-sharing of the processes `ray.init` starts, plus a
+watchdog for the ones the raylet starts). docs/security.md ("Ray") says what binds where and why.
+"""
 from __future__ import annotations
 
+import atexit
+import os
+import subprocess
+import sys
+
 from nas.errors import UserError
+
+# Ray reads this at import (ray/_private/ray_constants.py: ENABLE_RAY_CLUSTER); false makes
+# services.get_node_ip_address() answer the loopback address, and it forbids joining more nodes.
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+# Runs beside the command in its own session (a kill of the command's process group spares it). While
+# the command lives it notes the Ray processes among the command's descendants; when its stdin reaches
+# EOF (the command closed it after ray.shutdown, or died, even by SIGKILL) it ends those still alive.
+_WATCHDOG = r"""
+import os, select, signal, sys, time
+
+driver, ray_dir = int(sys.argv[1]), sys.argv[2]
+
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        procs[int(name)] = (fields[0], int(fields[1]), fields[19], cmdline)  # state, ppid, start time, cmdline
+    return procs
+
+def is_ray(cmdline):
+    return cmdline.startswith("ray::") or ray_dir in cmdline
+
+seen = {}
+def note():
+    procs = table()
+    children = {}
+    for pid, (_, ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(children.get(driver, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if pid != os.getpid() and is_ray(procs[pid][3]):
+            seen[pid] = procs[pid][2]
+
+def alive():
+    procs = table()
+    return [pid for pid, start in seen.items() if pid in procs and procs[pid][2] == start and procs[pid][0] not in (b"Z", b"X")]
+
+stdin = sys.stdin.fileno()
+while True:
+    note()
+    if select.select([stdin], [], [], 0.5)[0] and not os.read(stdin, 4096):
+        break
+for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 2.0)):
+    left = alive()
+    for pid in left:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.time() + grace
+    while left and time.time() < deadline:
+        time.sleep(0.05)
+        left = alive()
+    if not left:
+        break
+"""
+
+_private: dict = {}  # "started": this command started the instance; "watchdog": its watchdog process
 
 
 def check_address(address: str) -> None:
@@ -15,25 +97,88 @@ def check_address(address: str) -> None:
     if not host or not port.isdigit():
         raise UserError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     try:
-        socket.create_connection((host, int(port)), timeout=3).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
     except OSError as e:
         raise UserError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
 
 
+def _start_watchdog(ray_dir: str):
+    """The watchdog process (Linux: it reads /proc), or None where there is no /proc."""
+    if not sys.platform.startswith("linux") or not os.path.isdir("/proc/self"):
+        return None
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), ray_dir], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+
+def _start_private(ray, num_cpus: int | None, num_gpus: int | None) -> None:
+    """ray.init of a single-node instance whose node address, and so every listening socket, is loopback.
+
+    ray.init(_node_ip_address="127.0.0.1") alone is not enough: ray.init turns a loopback address into the
+    machine's outward one (worker.py: services.resolve_ip_for_localhost), unless Ray is in single-node mode
+    (services.get_node_ip_address: `if not ray_constants.ENABLE_RAY_CLUSTER: return get_localhost_ip()`).
+    The raylet, the GCS, the workers and both agents bind the node address (or loopback when it is
+    loopback) -- see docs/security.md.
+    """
+    from ray._private import ray_constants
+
+    saved_env = {k: os.environ.get(k) for k in ("RAY_ADDRESS", _SINGLE_NODE_ENV)}
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.pop("RAY_ADDRESS", None)  # only --address joins a cluster
+    os.environ[_SINGLE_NODE_ENV] = "0"  # for the processes ray.init starts (they read it at import)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # for this process, which imported Ray already
+    _private.update(started=True, watchdog=_start_watchdog(os.path.dirname(os.path.abspath(ray.__file__))))
+    atexit.register(stop_ray)
+    try:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, configure_logging=False)
+    except BaseException:
+        stop_ray()
+        raise
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def stop_ray() -> None:
+    """End this command's Ray: a private instance stops (all its processes, waited for); a joined cluster
+    is only disconnected from. Safe to call more than once; registered with atexit by start_ray."""
+    import ray
+
+    try:
+        if ray.is_initialized():
+            ray.shutdown(wait_for_processes=bool(_private.get("started")))
+    finally:
+        _private.pop("started", None)
+        watchdog = _private.pop("watchdog", None)
+        if watchdog is not None:
+            try:
+                watchdog.stdin.close()  # EOF: it ends what is left of the instance, then exits
+                watchdog.wait(timeout=15)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
-    """Join the cluster at `address` or start a private Ray instance on localhost, dashboard off."""
+    """Join the cluster at `address` or start a private, loopback-only Ray instance on this machine,
+    dashboard off; either way it is stopped (private) or left (joined) when the command ends."""
     import ray
 
     if ray.is_initialized():
         return ray
     if address:
         check_address(address)
-    try:
-        if address:
+        try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     log_to_driver=False, configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise UserError(f"--address {address}: cannot reach a Ray cluster there ({str(e).splitlines()[0][:120]})") from None
+        except ray.exceptions.AuthenticationError as e:
+            raise UserError(f"--address {address}: the cluster wants its token ({str(e).splitlines()[0][:160]}); set "
+                            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (or ~/.ray/auth_token) as in docs/cluster.md") from None
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise UserError(f"--address {address}: cannot reach a Ray cluster there ({str(e).splitlines()[0][:120]})") from None
+        atexit.register(stop_ray)
+        return ray
+    _start_private(ray, num_cpus, num_gpus)
     return ray

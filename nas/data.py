@@ -17,6 +17,7 @@ is timm's: in create_transform for folders, per image (PIL) inside the batch loa
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,14 +122,33 @@ def _npz(path: str, img_size: int | None, seed: int, val_fraction: float) -> Dat
         raise UserError(f"--data npz:{path}: not a readable .npz file ({e})") from None
     if missing:
         raise UserError(f"--data npz:{path}: missing array(s) {', '.join(missing)}; required: {', '.join(_NPZ_ARRAYS)}")
-    x_train, y_train, x_test, y_test = (arrays[k] for k in _NPZ_ARRAYS)
+    try:
+        x_train, y_train, x_test, y_test = (arrays[k] for k in _NPZ_ARRAYS)
+    except Exception as e:  # object arrays (pickles are never loaded), a damaged member
+        raise UserError(f"--data npz:{path}: cannot read its arrays ({str(e).splitlines()[0][:100]}); "
+                        "they must be plain uint8 images and integer labels") from None
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if len(x) != len(y):
-            raise UserError(f"--data npz:{path}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
-        if x.ndim not in (3, 4) or x.dtype != np.uint8:
-            raise UserError(f"--data npz:{path}: x_{split} must be uint8 images (N, H, W[, C]), got {x.dtype} {x.shape}")
+        _check_arrays(f"--data npz:{path}", x, y, split)
+    if len(x_train) < 2:
+        raise UserError(f"--data npz:{path}: x_train has {len(x_train)} image(s); at least 2 are needed to split off a validation set")
     size = img_size or int(x_train.shape[1])
     return _array_bundle(p.stem, x_train, y_train, x_test, y_test, size, seed, val_fraction, flip=True)
+
+
+def _check_arrays(where: str, x: np.ndarray, y: np.ndarray, split: str) -> None:
+    """Images (N, H, W[, C]) uint8 with C 1 or 3, N > 0, and as many integer labels >= 0."""
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise UserError(f"{where}: x_{split} must be uint8 images (N, H, W) or (N, H, W, C) with C 1 or 3; got {x.dtype} {x.shape}")
+    if len(x) == 0:
+        raise UserError(f"{where}: x_{split} holds no images; each split needs at least one")
+    if min(x.shape[1:3]) < 1:
+        raise UserError(f"{where}: x_{split} images are {x.shape[1]}x{x.shape[2]} pixels; they must be at least 1x1")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"{where}: y_{split} must be a 1-D array of integer class labels; got {y.dtype} {y.shape}")
+    if len(x) != len(y):
+        raise UserError(f"{where}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
+    if y.min() < 0:
+        raise UserError(f"{where}: y_{split} holds the label {int(y.min())}; labels must be class indices 0, 1, 2, ...")
 
 
 def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None) -> DataBundle:
@@ -147,12 +167,19 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, aut
     size = img_size or 224
     train_tf = _train_transform(size, auto_augment)
     eval_tf = create_transform(size, is_training=False)
-    train_all = create_dataset("", root=str(train_dir), transform=train_tf)
-    eval_all = create_dataset("", root=str(train_dir), transform=eval_tf)
+    try:
+        train_all = create_dataset("", root=str(train_dir), transform=train_tf)
+        eval_all = create_dataset("", root=str(train_dir), transform=eval_tf)
+        test = create_dataset("", root=str(val_dir), transform=eval_tf)
+    except RuntimeError as e:  # timm: "Found 0 images in subfolders of ..."
+        raise UserError(f"--data folder:{path}: {str(e).splitlines()[0][:160]}") from None
     tr, va = _split(len(train_all), val_fraction, seed)
     train = torch.utils.data.Subset(train_all, tr.tolist())
     val = torch.utils.data.Subset(eval_all, va.tolist())
-    test = create_dataset("", root=str(val_dir), transform=eval_tf)
+    for split, data in (("train", train_all), (val_dir.name, test)):
+        if len(data) < (2 if split == "train" else 1):
+            raise UserError(f"--data folder:{path}: {split}/ holds {len(data)} image(s); its class folders need images "
+                            "(.jpg, .png, ...), and train/ at least 2")
     return DataBundle(root.name, train, val, test, len(classes), size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
@@ -187,6 +214,9 @@ def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 
     return bundle
 
 
+_DATASET_NAME = re.compile(r"([A-Za-z][\w-]*/)?[A-Za-z][\w.-]*")  # timm's create_dataset names: cifar10, torch/cifar10, hfds/x
+
+
 def _load(spec: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None) -> DataBundle:
     if spec == "digits":
         return _digits(img_size or 32, seed, val_fraction)
@@ -196,15 +226,22 @@ def _load(spec: str, img_size: int | None, seed: int, val_fraction: float, auto_
         return _folder(spec[7:], img_size, seed, val_fraction, auto_augment)
     if spec.startswith("timm:"):
         spec = spec[5:]
-    if "/" in spec or spec.isidentifier():
+    if _DATASET_NAME.fullmatch(spec):
         return _named(spec, img_size, seed, val_fraction, auto_augment)
     raise UserError(f"--data {spec!r}: not understood; allowed: digits, npz:PATH, folder:PATH, or a timm data set name")
 
 
+_RAND_AUGMENT_SECTION = re.compile(r"(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+|inc[01]|p(\d+(\.\d*)?|\.\d+)|t\w+)")
+
+
 def check_auto_augment(spec: str) -> None:
+    """timm's RandAugment parser skips sections it cannot read (rand-zzz is plain RandAugment to it): refuse them."""
     try:
-        if not spec.startswith("rand-"):
+        if not spec.startswith("rand-") and spec != "rand":
             raise ValueError("not a RandAugment spec")
+        bad = [c for c in spec.split("-")[1:] if not _RAND_AUGMENT_SECTION.fullmatch(c)]
+        if bad:
+            raise ValueError(f"section {bad[0]!r} is not one of mN, nN, mstdX, mmaxN, inc0/1, pX")
         rand_augment(spec, 32, (0.5, 0.5, 0.5))
     except (ValueError, AssertionError, KeyError) as e:
         raise UserError(f"--aa {spec!r}: {e or 'not understood'}; expected a timm RandAugment spec such as rand-m9-mstd0.5-inc1") from None

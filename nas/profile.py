@@ -14,7 +14,6 @@ import sys
 from search_spaces import Arch, get_space
 
 from nas.cli import Parser, run_cli
-
 from nas.errors import UserError
 from nas.measure.costs import arch_costs, measure_costs
 from nas.measure.latency import device_name, resolve_device
@@ -38,6 +37,8 @@ def load_model(spec: str, img_size: int | None, scale: str):
             model = timm.create_model(name, pretrained=False, **kwargs)
         except TypeError:
             raise UserError(f"timm model {name!r} does not take --img-size") from None
+        except (ValueError, AssertionError, RuntimeError) as e:
+            raise UserError(f"timm model {name!r} cannot be built at --img-size {img_size} ({str(e).splitlines()[0][:150]})") from None
         size = img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
         return model, f"timm:{name}", size, None, None
     arch = Arch.load(spec)
@@ -65,9 +66,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.threads < 0:
         raise UserError("--batch-size must be at least 1 and --threads at least 0")
+    if args.img_size is not None and args.img_size < 1:
+        raise UserError(f"--img-size must be a positive number of pixels, got {args.img_size}")
     device = resolve_device(args.device) if args.latency else None
     model, what, size, analytic, arch_scale = load_model(args.model, args.img_size, args.scale)
-    costs = measure_costs(model, size)
+    try:
+        costs = measure_costs(model, size)
+    except RuntimeError as e:  # e.g. a patch or kernel larger than the --img-size image
+        raise UserError(f"--img-size {size}: {what} cannot run on {size}x{size} images ({str(e).splitlines()[0][:150]})") from None
     print(f"model: {what}, input {size}x{size}")
     print(f"MACs: {costs.macs / 1e9:.2f} G")
     print(f"params: {costs.params / 1e6:.1f} M")

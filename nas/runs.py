@@ -135,6 +135,22 @@ def new_run_dir(space: str, prefix: str = "", root: Path = RESULTS_ROOT) -> Path
     return run
 
 
+def check_folder_path(folder: Path, flag: str = "--out") -> None:
+    """A path a folder can be created at (or exists at): neither it nor a parent is a file."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == folder else f"{existing} is a file"
+        raise UserError(f"{flag} {folder}: {where}; give a folder (it is created when missing)")
+
+
+def check_new_run_dir(run_dir: Path, flag: str = "--out") -> None:
+    """A folder a new run may be written to: absent, or an empty folder; never a file or a run with content."""
+    check_folder_path(run_dir, flag)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UserError(f"{flag} {run_dir} already exists and is not empty; use --resume {run_dir} to continue it")
+
+
 # ------------------------------------------------------------------ config.json
 def versions() -> dict:
     import optuna
@@ -178,7 +194,7 @@ def read_settings(run_dir: Path, flag: str = "--resume") -> SearchSettings:
 
 
 def stored_settings(run_dir: Path) -> dict:
-    """The settings of a run as stored, for a report's labels; empty when the folder has no config.json."""
+    """The settings of a run as stored (checked), for a report's labels; empty when the folder has no config.json."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return {}
@@ -186,8 +202,10 @@ def stored_settings(run_dir: Path) -> dict:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise UserError(f"{path}: not valid JSON; remove it or restore the one nas.search wrote") from None
-    settings = config.get("settings") if isinstance(config, dict) else None
-    return settings if isinstance(settings, dict) else {}
+    if not isinstance(config, dict) or "settings" not in config:
+        raise UserError(f"{path}: has no 'settings'; runs are the folders nas.search writes")
+    settings_from_dict(config["settings"], str(path))
+    return config["settings"]
 
 
 def run_supernet(run: Path | None, config: dict) -> str | None:

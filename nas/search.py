@@ -25,6 +25,8 @@ from nas.errors import UserError
 from nas.measure.costs import arch_costs, extreme_arch
 from nas.measure.latency import resolve_device
 from nas.runs import OBJECTIVES, SAMPLERS, SearchSettings
+from nas.searching.driver import check_inputs
+from nas.training.sampling import STRATEGIES
 from nas.units import parse_count, parse_latency_ms
 
 
@@ -82,6 +84,12 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--gpus-per-trial {args.gpus_per_trial}: no GPU is visible here; leave it at 0 or join a cluster with --address")
     if args.supernet and not Path(args.supernet).is_file():
         raise UserError(f"--supernet {args.supernet}: file does not exist")
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.concurrency < 0:
+        raise UserError(f"--concurrency must be at least 0 (0: what the resources allow), got {args.concurrency}")
+    if args.strategy not in STRATEGIES:
+        raise UserError(f"--strategy {args.strategy!r} is not known; allowed: {', '.join(STRATEGIES)}")
     settings = SearchSettings(
         space=space.name, flops=flops, params=params, latency_ms=latency, sampler=args.sampler, objectives=objectives,
         trials=args.trials, seed=args.seed, data=args.data, scale=args.scale, supernet=args.supernet, epochs=args.epochs,
@@ -128,13 +136,15 @@ def check_reachable(settings: SearchSettings, predictor=None) -> None:
 
 
 # ------------------------------------------------------------------ the whole run
-def search(settings: SearchSettings, run_dir: Path, predictor=None) -> dict:
-    """Supernet (given or trained), trials, result files; the summary of the results."""
+def search(settings: SearchSettings, run_dir: Path, predictor=None, inputs=None) -> dict:
+    """Supernet (given or trained), trials, result files; the summary of the results.
+    `inputs`: what check_inputs returned, when the caller checked them before creating the run folder."""
     from nas.searching.driver import prepare_supernet, run_trials
     from nas.searching.results import write_results
 
     t0 = time.time()
-    supernet_state, bundle, ckpt_path = prepare_supernet(settings, run_dir)
+    bundle, given = inputs or check_inputs(settings)
+    supernet_state, ckpt_path = prepare_supernet(settings, run_dir, bundle, given)
     runs.write_config(settings, run_dir, {"supernet": str(ckpt_path), "supernet_sha256": runs.sha256(ckpt_path),
                                           "proxy_scale": supernet_state["scale"], "data": bundle.describe(),
                                           "latency_predictor": None if predictor is None else
@@ -145,26 +155,65 @@ def search(settings: SearchSettings, run_dir: Path, predictor=None) -> dict:
     return write_results(settings, run_dir, time.time() - t0)
 
 
+def resume_settings(args, parser: Parser) -> SearchSettings | None:
+    """The run's recorded settings, with --trials raised if given; None when the run has nothing left to do.
+
+    Only --trials (to extend the search) and --space-file (the run's own space file, checked against the
+    sha256 it recorded) may accompany --resume; any other flag is refused rather than silently ignored.
+    """
+    run_dir = Path(args.resume)
+    settings = runs.read_settings(run_dir)
+    given = [a.option_strings[0] for a in parser._actions if a.dest not in ("help", "resume", "trials", "space_file")
+             and getattr(args, a.dest) != a.default]
+    if given:
+        raise UserError(f"--resume continues a run with the settings it recorded; {given[0]} cannot be changed "
+                        "(allowed with --resume: --trials N to extend the search, --space-file for a run of a custom space)")
+    if settings.space_file:
+        if not args.space_file:
+            raise UserError(f"--resume {run_dir}: its space {settings.space!r} came from {settings.space_file}; give that file "
+                            "again with --space-file (a run folder never runs code; the file's sha256 is checked)")
+        load_space_file(args.space_file, settings.space_file_sha256)
+    elif args.space_file:
+        raise UserError(f"--space-file: run {run_dir} searched the built-in space {settings.space!r} and needs no space file")
+    if args.trials != parser.get_default("trials"):
+        if args.trials < settings.trials:
+            raise UserError(f"--trials {args.trials}: run {run_dir} already asks for {settings.trials}; give more to extend it")
+        settings.trials = args.trials
+    get_space(settings.space)
+    settings.run_dir = str(run_dir)
+    from nas.searching.driver import finished_trials
+
+    done = len(finished_trials(run_dir))
+    if done >= settings.trials and (run_dir / "trials.csv").is_file():
+        print(f"{run_dir}: nothing to add: {done} of {settings.trials} trials are finished and its results are written; "
+              f"give --trials N (more than {settings.trials}) to extend it")
+        return None
+    return settings
+
+
 @run_cli
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.resume:
-        run_dir = Path(args.resume)
-        settings = runs.read_settings(run_dir)
-        load_space_file(settings.space_file, settings.space_file_sha256)
+        settings = resume_settings(args, parser)
+        if settings is None:
+            return 0
+        run_dir = Path(settings.run_dir)
         predictor = latency_predictor(settings)
+        inputs = None
         print(f"resuming {run_dir}", flush=True)
     else:
         settings = settings_from_args(args)
+        run_dir = Path(args.out) if args.out else runs.new_run_dir(settings.space)
+        runs.check_new_run_dir(run_dir)
         predictor = latency_predictor(settings)
         check_reachable(settings, predictor)
-        run_dir = Path(args.out) if args.out else runs.new_run_dir(settings.space)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(f"--out {run_dir} already exists and is not empty; use --resume {run_dir} to continue it")
+        inputs = check_inputs(settings)
         settings.run_dir = str(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_config(settings, run_dir, {"status": "started"})
-    summary = search(settings, run_dir, predictor)
+    summary = search(settings, run_dir, predictor, inputs)
     best = summary.get("best")
     if best:
         print(f"best feasible architecture: acc {best['accuracy']:.3f}, {best['macs'] / 1e9:.2f}G MACs, {best['params'] / 1e6:.1f}M params "

@@ -10,8 +10,10 @@ import statistics
 import sys
 
 from search_spaces import get_space, list_spaces
+from search_spaces.vocabulary import BLOCKS, CHOICE_FIELDS
 
 from nas.cli import Parser, run_cli
+from nas.errors import UserError
 from nas.measure.costs import arch_costs
 from nas.units import parse_count
 
@@ -24,12 +26,13 @@ def describe(name: str, samples: int, budget: float) -> str:
     space = get_space(name)
     t = space.target
     lines = [f"## `{name}`", "", space.description + ".", ""]
-    lines += ["| stage | grid at 224 | width | heads | depths | block types | mlp_ratio | strip_width | grid (cell size) |", "|---|---|---|---|---|---|---|---|---|"]
+    fields = [f for f in CHOICE_FIELDS.values() if any(f.name in b.fields for b in BLOCKS.values())]
+    header = ["stage", "grid at 224", "width", "heads", "depths", "block types"] + [f.header or f.name for f in fields]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, (rule, side) in enumerate(zip(space.stages, t.grids())):
-        strip = _fmt(rule.strip_widths) if "strip" in rule.blocks else "-"
-        grid = _fmt(rule.grids) if "stoken" in rule.blocks else "-"
-        ratio = _fmt(rule.mlp_ratios) if {"mhsa", "shared", "maf"} & set(rule.blocks) else "-"
-        lines.append(f"| {i} | {side}x{side} | {t.embed_dims[i]} | {t.num_heads[i]} | {_fmt(rule.depths)} | {', '.join(rule.blocks)} | {ratio} | {strip} | {grid} |")
+        values = [_fmt(rule.values_of(f.name)) if any(f.name in BLOCKS[b].fields for b in rule.blocks) else "-" for f in fields]
+        row = [str(i), f"{side}x{side}", str(t.embed_dims[i]), str(t.num_heads[i]), _fmt(rule.depths), ", ".join(rule.blocks)] + values
+        lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Merge operators per stage boundary: " + "; ".join(f"{i}->{i + 1}: {', '.join(ops)}" for i, ops in enumerate(space.merges)) + ".")
     if space.total_depths:
@@ -66,6 +69,10 @@ def main(argv=None) -> int:
     p.add_argument("--flops", default="4.5G", help="MAC budget for the fraction within (default 4.5G)")
     args = p.parse_args(argv)
     budget = parse_count(args.flops, "--flops", "4.5G")
+    if args.samples < 1:
+        raise UserError(f"--samples must be at least 1 (architectures sampled for the MAC and parameter ranges), got {args.samples}")
+    for name in args.names:
+        get_space(name)
     for name in args.names or list_spaces():
         print(describe(name, args.samples, budget))
     return 0

@@ -6,33 +6,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+from .vocabulary import CHOICE_FIELDS, MERGE_TYPES
 
-BLOCK_TYPES = ("mhsa", "shared", "maf", "strip", "stoken")
-MERGE_TYPES = ("pool", "conv", "spm")
+FORMAT_VERSION = 1
 
 
 class ArchError(ValueError):
     """An architecture (or its JSON) that is not legal; the message names the field and what is allowed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False)
 class Layer:
-    """One layer's choices. Only the fields that the block type uses are set; the others are None.
+    """One layer's choices: its block type and a value for each choice field that block type carries
+    (search_spaces.vocabulary says which), e.g. Layer("mhsa", mlp_ratio=4), Layer("stoken", grid=2).
 
-    block: mhsa | shared (reuses the previous layer's attention map) | maf | strip | stoken
-    mlp_ratio: hidden/width of the plain MLP (mhsa, shared, maf)
-    strip_width: rows (and columns) mixed by Strip-MLP's strip projections (strip)
-    grid: super-token cell size in tokens per side (stoken)
+    Any registered choice field reads as an attribute (layer.strip_width); one not set reads as None.
     """
 
     block: str
-    mlp_ratio: float | None = None
-    strip_width: int | None = None
-    grid: int | None = None
+    choices: tuple[tuple[str, Any], ...]  # (field, value) of the fields set, in the vocabulary's order
+
+    def __init__(self, block: str, **values):
+        unknown = [name for name in values if name not in CHOICE_FIELDS]
+        if unknown:
+            raise TypeError(f"Layer() got an unexpected keyword argument {unknown[0]!r}")
+        object.__setattr__(self, "block", block)
+        object.__setattr__(self, "choices", tuple((n, values[n]) for n in CHOICE_FIELDS if values.get(n) is not None))
+
+    def __getattr__(self, name: str):
+        if name in CHOICE_FIELDS:
+            return next((v for n, v in self.__dict__.get("choices", ()) if n == name), None)
+        raise AttributeError(f"'Layer' object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Layer({', '.join([repr(self.block)] + [f'{n}={v!r}' for n, v in self.choices])})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {"block": self.block, **dict(self.choices)}
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,11 @@ class Arch:
         for key in ("space", "stages", "merges"):
             if key not in data:
                 raise ArchError(f"architecture has no '{key}' field; required fields: space, version, merges, stages")
+        unknown = sorted(set(data) - {"space", "version", "merges", "stages"})
+        if unknown:
+            raise ArchError(f"unknown field {unknown[0]!r}; an architecture has the fields space, version, merges, stages")
         version = data.get("version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:
             raise ArchError(f"version: {version!r} is not supported; allowed: {FORMAT_VERSION}")
         if not isinstance(data["space"], str):
             raise ArchError(f"space: must be a string, got {data['space']!r}")
@@ -86,7 +99,7 @@ class Arch:
         if not isinstance(data["stages"], list) or not all(isinstance(s, list) for s in data["stages"]):
             raise ArchError("stages: must be a list of stages, each a list of layers")
         stages = []
-        allowed = ("block", "mlp_ratio", "strip_width", "grid")
+        allowed = ("block", *CHOICE_FIELDS)
         for i, stage in enumerate(data["stages"]):
             layers = []
             for j, layer in enumerate(stage):
@@ -106,6 +119,8 @@ class Arch:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ArchError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        except RecursionError:
+            raise ArchError("JSON nested too deeply to be an architecture") from None
         return cls.from_dict(data)
 
     @classmethod

@@ -1,23 +1,24 @@
 """SearchSpace: the choices, their legal combinations, validation, uniform sampling, mutation, Optuna.
 
 A space is declared by one StageRule per stage, the merge operators allowed at each stage boundary and,
-optionally, the allowed total depths. The one cross-layer rule is PSViT's attention sharing: a
-'shared' layer reuses the attention map of the layer before it, which must be a plain 'mhsa' layer of
-the same stage. Uniform sampling is exact over the legal set: layer sequences are counted by dynamic
-programming and drawn in proportion to the number of legal completions.
+optionally, the allowed total depths. What a block type carries and the one cross-layer rule (attention
+reuse: PSViT's 'shared' layer needs an 'mhsa' layer of the same stage right before it) come from the
+vocabulary's table. Uniform sampling is exact over the legal set: layer sequences are counted by
+dynamic programming and drawn in proportion to the number of legal completions.
 """
 from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 
-from .arch import BLOCK_TYPES, MERGE_TYPES, Arch, ArchError, Layer
+from .arch import Arch, ArchError, Layer
 from .scale import Scale
-
-_FIELD_OF_BLOCK = {"mhsa": "mlp_ratio", "shared": "mlp_ratio", "maf": "mlp_ratio", "strip": "strip_width", "stoken": "grid"}
-_CHOICE_FIELDS = ("mlp_ratio", "strip_width", "grid")
+from .vocabulary import (BLOCK_TYPES, BLOCKS, CHOICE_FIELDS, GRID, MERGE_TYPES, MLP_RATIO, STRIP_WIDTH, attention_sources,
+                         is_attention_source, may_follow)
+from .walk import ByChoice, Mutation, Suggestion, Uniform, sequence_counter, walk
 
 
 def _fmt(values) -> str:
@@ -32,24 +33,67 @@ def _num(v) -> str:
 
 @dataclass(frozen=True)
 class StageRule:
+    """One stage's choices: its depths, its block types and the allowed values of each choice field.
+
+    The built-in fields have their keywords (mlp_ratios=, strip_widths=, grids=); a field registered
+    later takes its values from `values`, keyed by field name (values={"kernel": (3, 5)}), and reads as
+    its rule attribute too (rule.kernels). A field given no values allows the vocabulary's default.
+    """
+
     depths: tuple[int, ...]
     blocks: tuple[str, ...]
-    mlp_ratios: tuple[float, ...] = (4,)
-    strip_widths: tuple[int, ...] = (1, 3, 5, 7)
-    grids: tuple[int, ...] = (1,)
+    mlp_ratios: tuple[float, ...] = MLP_RATIO.default
+    strip_widths: tuple[int, ...] = STRIP_WIDTH.default
+    grids: tuple[int, ...] = GRID.default
+    values: Mapping[str, tuple] | tuple[tuple[str, tuple], ...] = ()
 
-    def values(self, block: str) -> tuple:
-        name = _FIELD_OF_BLOCK[block]
-        return {"mlp_ratio": self.mlp_ratios, "strip_width": self.strip_widths, "grid": self.grids}[name]
+    def __post_init__(self):
+        given = dict(self.values)
+        for name in given:
+            if name not in CHOICE_FIELDS:
+                raise ValueError(f"StageRule values: unknown choice field {name!r}; registered: {', '.join(CHOICE_FIELDS)}")
+            if CHOICE_FIELDS[name].rule_attr in self.__dataclass_fields__:
+                raise ValueError(f"StageRule values: give {name} values with {CHOICE_FIELDS[name].rule_attr}=")
+        object.__setattr__(self, "values", tuple((n, tuple(given[n])) for n in CHOICE_FIELDS if n in given))
+
+    def __getattr__(self, name: str):
+        field_ = next((f for f in CHOICE_FIELDS.values() if f.rule_attr == name), None)
+        if field_ is None:
+            raise AttributeError(f"'StageRule' object has no attribute {name!r}")
+        return self.values_of(field_.name)
+
+    def values_of(self, field_name: str) -> tuple:
+        """The allowed values of a choice field in this stage."""
+        choice = CHOICE_FIELDS[field_name]
+        if choice.rule_attr in self.__dataclass_fields__:
+            return getattr(self, choice.rule_attr)
+        return dict(self.__dict__.get("values", ())).get(field_name, choice.default)
 
     def options(self) -> tuple[Layer, ...]:
-        """Every Layer record legal somewhere in this stage (sharing legality aside)."""
+        """Every Layer legal somewhere in this stage (the reuse rule aside): per block type, every
+        combination of its fields' values."""
+        return self._options
+
+    @cached_property
+    def _options(self) -> tuple[Layer, ...]:
         out = []
         for block in self.blocks:
-            name = _FIELD_OF_BLOCK[block]
-            for v in self.values(block):
-                out.append(Layer(block=block, **{name: v}))
+            names = BLOCKS[block].fields
+            for combo in itertools.product(*(self.values_of(n) for n in names)):
+                out.append(Layer(block, **dict(zip(names, combo))))
         return tuple(out)
+
+    def legal_options(self, source_before: bool) -> tuple[Layer, ...]:
+        """The options legal after a layer that is (or is not) an attention source."""
+        return tuple(o for o in self.options() if may_follow(o.block, source_before))
+
+    def legal_blocks(self, source_before: bool) -> tuple[str, ...]:
+        return tuple(b for b in self.blocks if may_follow(b, source_before))
+
+    def blocks_at(self, j: int) -> tuple[str, ...]:
+        """The block types layer j of this stage may have: a reusing type never opens a stage, and
+        appears later only if the stage has an attention-source type."""
+        return self.legal_blocks(j > 0 and any(is_attention_source(b) for b in self.blocks))
 
 
 @dataclass(frozen=True)
@@ -91,11 +135,15 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ counting
     def _stage_counts(self, i: int):
-        """f(n, prev_is_mhsa): number of legal layer sequences of length n for stage i."""
-        return _sequence_counter(self.stages[i].options())
+        """f(n, source_before): number of legal layer sequences of length n for stage i."""
+        return sequence_counter(self.stages[i].options())
 
     def depth_tuples(self) -> list[tuple[int, ...]]:
         return list(self._depth_table[0])
+
+    def depth_weights(self) -> tuple[int, ...]:
+        """For each depth tuple, the number of legal architectures with those depths (merges aside)."""
+        return self._depth_table[1]
 
     @cached_property
     def _depth_table(self) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
@@ -142,157 +190,53 @@ class SearchSpace:
         if layer.block not in rule.blocks:
             known = "" if layer.block in BLOCK_TYPES else " (unknown block type)"
             raise ArchError(f"{where}.block: {layer.block!r} is not allowed in stage {i}{known}; allowed: {', '.join(rule.blocks)}")
-        if layer.block == "shared" and (prev is None or prev.block != "mhsa"):
+        if not may_follow(layer.block, is_attention_source(prev.block if prev else None)):
             after = "it is the first layer of its stage" if prev is None else f"the previous layer is {prev.block!r}"
-            raise ArchError(f"{where}.block: 'shared' must follow an 'mhsa' layer in the same stage, but {after}")
-        used = _FIELD_OF_BLOCK[layer.block]
-        for name in _CHOICE_FIELDS:
+            sources = " or ".join(repr(b) for b in attention_sources())
+            raise ArchError(f"{where}.block: {layer.block!r} must follow an {sources} layer in the same stage, but {after}")
+        used = BLOCKS[layer.block].fields
+        for name in CHOICE_FIELDS:
             value = getattr(layer, name)
-            if name == used:
-                allowed = rule.values(layer.block)
+            if name in used:
+                allowed = rule.values_of(name)
                 if value is None:
                     raise ArchError(f"{where}.{name}: missing for block {layer.block!r}; allowed: {_fmt(allowed)}")
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in allowed:
                     raise ArchError(f"{where}.{name}: {value!r} is not allowed; allowed: {_fmt(allowed)}")
             elif value is not None:
-                raise ArchError(f"{where}.{name}: not used by block {layer.block!r} (it takes only {used})")
-
-    def parse(self, text_or_dict) -> Arch:
-        arch = Arch.from_json(text_or_dict) if isinstance(text_or_dict, str) else Arch.from_dict(text_or_dict)
-        return self.validate(arch)
+                takes = f"it takes only {', '.join(used)}" if used else "it takes no choice"
+                raise ArchError(f"{where}.{name}: not used by block {layer.block!r} ({takes})")
 
     # ------------------------------------------------------------------ sampling
-    def _sample_stage(self, i: int, depth: int, rng: random.Random) -> tuple[Layer, ...]:
-        options = self.stages[i].options()
-        count = self._stage_counts(i)
-        layers, prev_mhsa = [], False
-        for remaining in range(depth, 0, -1):
-            weights = []
-            for o in options:
-                if o.block == "shared" and not prev_mhsa:
-                    weights.append(0)
-                else:
-                    weights.append(count(remaining - 1, o.block == "mhsa"))
-            pick = _weighted_index(weights, rng)
-            layers.append(options[pick])
-            prev_mhsa = options[pick].block == "mhsa"
-        return tuple(layers)
-
     def sample(self, rng: random.Random | int | None = None) -> Arch:
         """One architecture drawn uniformly from the legal set."""
-        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        tuples, weights = self._depth_table
-        depths = tuples[_weighted_index(list(weights), rng)]
-        merges = tuple(rng.choice(ops) for ops in self.merges)
-        stages = tuple(self._sample_stage(i, d, rng) for i, d in enumerate(depths))
-        return Arch(space=self.name, stages=stages, merges=merges)
+        return walk(self, Uniform(_rng(rng)))
 
     def sample_by_choice(self, rng: random.Random | int | None = None) -> Arch:
         """One architecture drawn choice by choice, each value uniform among those legal at that point:
         the depths (per stage, or a legal depth tuple), the merges, then each layer's block type and its
-        value. This is how `suggest` proposes under Optuna's random sampler and how SPOS/AutoFormer
+        values. This is how `suggest` proposes under Optuna's random sampler and how SPOS/AutoFormer
         sample training paths; unlike `sample` it does not favour deep stages, whose layer sequences
         outnumber shallow ones exponentially."""
-        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        if self.total_depths is None:
-            depths = tuple(rng.choice(r.depths) for r in self.stages)
-        else:
-            depths = rng.choice(self.depth_tuples())
-        merges = tuple(rng.choice(ops) for ops in self.merges)
-        stages = []
-        for rule, d in zip(self.stages, depths):
-            layers: list[Layer] = []
-            for _ in range(d):
-                can_share = bool(layers) and layers[-1].block == "mhsa"
-                block = rng.choice([b for b in rule.blocks if b != "shared" or can_share])
-                layers.append(Layer(block=block, **{_FIELD_OF_BLOCK[block]: rng.choice(rule.values(block))}))
-            stages.append(tuple(layers))
-        return Arch(space=self.name, stages=tuple(stages), merges=merges)
+        return walk(self, ByChoice(_rng(rng)))
 
     def mutate(self, arch: Arch, rng: random.Random | int | None = None, prob: float = 0.2) -> Arch:
         """A legal neighbour differing from `arch`: each choice is redrawn with probability `prob`."""
-        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        rng = _rng(rng)
         self.validate(arch)
         if self.cardinality() == 1:
             return arch
         while True:
-            depths = arch.depths
-            if rng.random() < prob:
-                depths = rng.choice(self.depth_tuples())
-            merges = tuple(rng.choice(ops) if rng.random() < prob else m for m, ops in zip(arch.merges, self.merges))
-            stages = []
-            for i, d in enumerate(depths):
-                old = arch.stages[i]
-                options = self.stages[i].options()
-                layers: list[Layer] = []
-                for j in range(d):
-                    prev = layers[-1] if layers else None
-                    layer = old[j] if j < len(old) and rng.random() >= prob else None
-                    legal = [o for o in options if o.block != "shared" or (prev is not None and prev.block == "mhsa")]
-                    if layer is None or layer not in legal:
-                        layer = rng.choice(legal)
-                    layers.append(layer)
-                stages.append(tuple(layers))
-            new = Arch(space=self.name, stages=tuple(stages), merges=merges)
+            new = walk(self, Mutation(arch, rng, prob))
             if new != arch:
                 return self.validate(new)
 
     # ------------------------------------------------------------------ optuna
     def suggest(self, trial) -> Arch:
-        """Define-by-run proposal: conditional parameters exist only where the earlier choices use them.
-
-        A block-type parameter whose legal set depends on the previous layer (whether 'shared' is
-        possible) gets a distinct name per set, since an Optuna parameter keeps one distribution.
-        """
-        if self.total_depths is None:
-            depths = tuple(
-                trial.suggest_categorical(f"depth{i}", list(r.depths)) if len(r.depths) > 1 else r.depths[0]
-                for i, r in enumerate(self.stages)
-            )
-        else:
-            tuples = self.depth_tuples()
-            labels = ["-".join(map(str, t)) for t in tuples]
-            depths = tuples[labels.index(trial.suggest_categorical("depths", labels))] if len(labels) > 1 else tuples[0]
-        merges = tuple(
-            trial.suggest_categorical(f"merge{i}", list(ops)) if len(ops) > 1 else ops[0] for i, ops in enumerate(self.merges)
-        )
-        stages = []
-        for i, (rule, d) in enumerate(zip(self.stages, depths)):
-            layers: list[Layer] = []
-            for j in range(d):
-                can_share = bool(layers) and layers[-1].block == "mhsa"
-                blocks = [b for b in rule.blocks if b != "shared" or can_share]
-                suffix = "_after_mhsa" if can_share and "shared" in rule.blocks else ""
-                block = trial.suggest_categorical(f"s{i}_l{j}_block{suffix}", blocks) if len(blocks) > 1 else blocks[0]
-                name = _FIELD_OF_BLOCK[block]
-                values = list(rule.values(block))
-                short = {"mlp_ratio": "mlp", "strip_width": "strip", "grid": "grid"}[name]
-                value = trial.suggest_categorical(f"s{i}_l{j}_{short}", values) if len(values) > 1 else values[0]
-                layers.append(Layer(block=block, **{name: value}))
-            stages.append(tuple(layers))
-        return self.validate(Arch(space=self.name, stages=tuple(stages), merges=merges))
+        """Define-by-run proposal: conditional parameters exist only where the earlier choices use them
+        (parameters depth{i} or depths, merge{i}, s{i}_l{j}_block[_after_mhsa], s{i}_l{j}_<field short name>)."""
+        return self.validate(walk(self, Suggestion(trial)))
 
 
-def _weighted_index(weights: list[int], rng: random.Random) -> int:
-    total = sum(weights)
-    r = rng.randrange(total)
-    for k, w in enumerate(weights):
-        if r < w:
-            return k
-        r -= w
-    raise AssertionError("unreachable")
-
-
-@lru_cache(maxsize=None)
-def _sequence_counter(options: tuple[Layer, ...]):
-    n_mhsa = sum(o.block == "mhsa" for o in options)
-    n_shared = sum(o.block == "shared" for o in options)
-    n_rest = len(options) - n_mhsa - n_shared
-
-    @lru_cache(maxsize=None)
-    def count(n: int, prev_mhsa: bool) -> int:
-        if n == 0:
-            return 1
-        return n_mhsa * count(n - 1, True) + (n_rest + (n_shared if prev_mhsa else 0)) * count(n - 1, False)
-
-    return count
+def _rng(rng: random.Random | int | None) -> random.Random:
+    return rng if isinstance(rng, random.Random) else random.Random(rng)

@@ -17,7 +17,7 @@ from timm.models import register_model
 
 from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_space
 
-from .blocks import center_slice, make_block, make_merge
+from .blocks import center_slice, make_block, make_merge, widest_layer
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -89,6 +89,17 @@ class Head(nn.Module):
         return dim * num_classes, 2 * dim + (dim * num_classes + num_classes if num_classes > 0 else 0)
 
 
+def run_stage(x, downsample: nn.Module | None, blocks, layers: tuple[Layer, ...] | None = None):
+    """One stage of any network: the merge, then the blocks in turn, each handed the previous block's
+    attention map; with `layers`, each block runs at its layer's elastic sizes."""
+    if downsample is not None:
+        x = downsample(x)
+    attn = None
+    for j, block in enumerate(blocks):
+        x, attn = block(x, attn, layers[j] if layers is not None else None)
+    return x
+
+
 class Stage(nn.Module):
     def __init__(self, downsample: nn.Module | None, blocks: list[nn.Module]):
         super().__init__()
@@ -96,12 +107,7 @@ class Stage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x):
-        if self.downsample is not None:
-            x = self.downsample(x)
-        attn = None
-        for block in self.blocks:
-            x, attn = block(x, attn)
-        return x
+        return run_stage(x, self.downsample, self.blocks)
 
 
 class ArchNet(nn.Module):
@@ -140,25 +146,28 @@ class ArchNet(nn.Module):
 
 
 class SuperStage(nn.Module):
+    """A stage holding every merge operator and, per layer index, every block type allowed there."""
+
     def __init__(self, downsample: nn.ModuleDict | None, blocks: list[nn.ModuleDict]):
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.ModuleList(blocks)
 
+    def pick(self, layers: tuple[Layer, ...], merge: str | None) -> tuple[nn.Module | None, list[nn.Module]]:
+        """The merge and the blocks that run for these layers."""
+        down = self.downsample[merge] if self.downsample is not None else None
+        return down, [slot[layer.block] for slot, layer in zip(self.blocks, layers)]
+
     def forward(self, x, layers: tuple[Layer, ...], merge: str | None):
-        if self.downsample is not None:
-            x = self.downsample[merge](x)
-        attn = None
-        for block, layer in zip(self.blocks, layers):
-            x, attn = block[layer.block](x, attn, layer)
-        return x
+        return run_stage(x, *self.pick(layers, merge), layers)
 
 
 class Supernet(nn.Module):
     """Every choice of a space at once; `supernet(x, arch)` runs one architecture's path.
 
-    Weights are shared per (stage, layer index, block type); the MLP ratio and the strip width are
-    slices of the widest weight; the super-token grid needs no weight of its own.
+    Weights are shared per (stage, layer index, block type), built at each block type's widest layer;
+    a smaller value of an elastic field (MLP ratio, strip width) runs on a slice of the widest weight,
+    a field that sets no weight (the super-token grid) is taken from the arch at run time.
     """
 
     def __init__(self, space: SearchSpace, scale: Scale | str = "target"):
@@ -172,28 +181,33 @@ class Supernet(nn.Module):
             down = None
             if i:
                 down = nn.ModuleDict({op: make_merge(op, scale.embed_dims[i - 1], dim) for op in space.merges[i - 1]})
-            widest = {}
-            for block in rule.blocks:
-                values = rule.values(block)
-                field = {"mlp_ratio": max(rule.mlp_ratios), "strip_width": max(rule.strip_widths), "grid": values[0]}
-                name = {"strip": "strip_width", "stoken": "grid"}.get(block, "mlp_ratio")
-                widest[block] = Layer(block=block, **{name: field[name]})
-            blocks = []
-            for j in range(max(rule.depths)):
-                types = [b for b in rule.blocks if b != "shared" or j > 0]
-                blocks.append(nn.ModuleDict({b: make_block(widest[b], dim, heads, side, scale) for b in types}))
+            widest = {b: widest_layer(b, rule) for b in rule.blocks}
+            blocks = [nn.ModuleDict({b: make_block(widest[b], dim, heads, side, scale) for b in rule.blocks_at(j)})
+                      for j in range(max(rule.depths))]
             stages.append(SuperStage(down, blocks))
         self.stages = nn.ModuleList(stages)
         self.head = Head(scale.embed_dims[-1], scale.num_classes)
         self.apply(_init_weights)
 
-    def forward(self, x, arch: Arch):
+    def _check(self, arch: Arch) -> None:
         if arch.space != self.space.name:
             raise ArchError(f"space: {arch.space!r} does not match the supernet's space {self.space.name!r}")
+
+    def forward(self, x, arch: Arch):
+        self._check(arch)
         x = self.stem(x)
         for i, (stage, layers) in enumerate(zip(self.stages, arch.stages)):
             x = stage(x, layers, arch.merges[i - 1] if i else None)
         return self.head(x)
+
+    def path_modules(self, arch: Arch) -> list[nn.Module]:
+        """The modules `self(x, arch)` runs, in order: stem, each stage's merge and blocks, head."""
+        self._check(arch)
+        mods: list[nn.Module] = [self.stem]
+        for i, (stage, layers) in enumerate(zip(self.stages, arch.stages)):
+            down, blocks = stage.pick(layers, arch.merges[i - 1] if i else None)
+            mods += ([down] if down is not None else []) + blocks
+        return mods + [self.head]
 
     def supernet_name(self, name: str, arch: Arch) -> str:
         """The supernet parameter or buffer behind an ArchNet one: insert the block type or merge operator."""

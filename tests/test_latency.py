@@ -10,6 +10,7 @@ from nas.measure import latency
 from nas.measure.latency import LatencyPredictor, arch_parts, cache_path, device_key, load_predictor, measure_latency
 from search_spaces import get_space
 from supernet import ArchNet
+from supernet.parts import space_parts
 
 QUICK = {"repeats": {"warmup": 1, "min_repeats": 2, "min_time_s": 0.0}, "rounds": 1, "calib_archs": 3, "progress": False}
 
@@ -60,7 +61,7 @@ def test_predictor_covers_every_part_and_is_additive(tiny_predictor):
 def test_fastest_is_the_minimum_prediction():
     small = get_space("psvit")
     small_scale = TINY["psvit"]
-    table = {k: 1.0 + zlib.crc32(k.encode()) % 97 / 10 for k in latency._space_probes(small, small_scale, 1)}
+    table = {k: 1.0 + zlib.crc32(k.encode()) % 97 / 10 for k in space_parts(small, small_scale, 1)}
     p = LatencyPredictor("k", "psvit", small_scale, table, slope=2.0, intercept=1.0)
     fastest = small.validate(p.fastest(small))
     assert p.predict(fastest) <= min(p.predict(small.sample(s)) for s in range(3000))

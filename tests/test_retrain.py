@@ -13,8 +13,12 @@ from conftest import ROOT, assert_user_error, run_module, toy_npz
 from nas.training.checkpoint import RETRAIN_KIND, load_checkpoint, save_checkpoint
 from nas.errors import RunFailed
 from nas.measure.costs import arch_costs
-from nas.retrain import RetrainConfig, Retrainer, main
-from search_spaces import Arch, Scale, get_space
+from nas import runs
+from nas.retrain import main
+from nas.runs import SearchSettings
+from nas.training.recipes import RetrainConfig
+from nas.training.retrainer import Retrainer
+from search_spaces import Arch, Scale, file_sha256, get_space
 from supernet import Supernet
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
@@ -35,9 +39,9 @@ def run(tmp_path_factory, toy):
     torch.manual_seed(1)
     net = Supernet(space, scale)
     save_checkpoint({"space": space.name, "scale": scale.to_dict(), "epoch": 1, "model": net.state_dict()}, run / "supernet.pt")
-    config = {"kind": "psvit-nas search", "settings": {"space": space.name, "data": toy, "seed": 3, "space_file": SPACE_FILE},
-              "supernet": str(run / "supernet.pt"), "proxy_scale": scale.to_dict()}
-    (run / "config.json").write_text(json.dumps(config))
+    settings = SearchSettings(space=space.name, data=toy, seed=3, space_file=SPACE_FILE, space_file_sha256=file_sha256(SPACE_FILE),
+                              run_dir=str(run))
+    runs.write_config(settings, run, {"supernet": str(run / "supernet.pt"), "proxy_scale": scale.to_dict()})
     archs = [space.sample(seed) for seed in range(4)]
     accs = [0.41, 0.62, 0.55, 0.30]
     rows = [{"trial": 10 + k, "acc": acc, "macs": arch_costs(a, space.target).macs, "params": 0, "arch": a.to_json()}
@@ -49,7 +53,9 @@ def run(tmp_path_factory, toy):
 
 
 def cli(capsys, *args):
-    code = main([str(a) for a in args])
+    """nas.retrain in-process; the tiny space's file is given as a user must for a run of a custom space."""
+    args = [str(a) for a in args]
+    code = main(args if "--space-file" in args else [*args, "--space-file", SPACE_FILE])
     out, err = capsys.readouterr()
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
@@ -219,7 +225,7 @@ def test_two_ray_train_workers(tmp_path, capsys, run, local_ray):
 
 
 def test_recipe_presets_and_overrides():
-    from nas.retrain import resolve_recipe
+    from nas.training.recipes import resolve_recipe
 
     deit = resolve_recipe("deit", {"batch_size": 256})
     assert deit["lr"] == pytest.approx(5e-4 * 256 / 512) and deit["mixup"] == 0.8 and deit["aa"] == "rand-m9-mstd0.5-inc1"

@@ -71,7 +71,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy)
     done_before = [json.loads(l)["trial"] for l in (run / "evaluations.jsonl").read_text().splitlines()]
     assert len(done_before) >= 5
 
-    resumed = run_module("nas.search", "--resume", str(run), cwd=tmp_path)
+    resumed = run_module("nas.search", "--resume", str(run), "--space-file", SPACE_FILE, cwd=tmp_path)  # a custom space: given again
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     df = pd.read_csv(run / "trials.csv")
     assert len(df) == 14 and df["trial"].is_unique

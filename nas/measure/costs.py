@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from search_spaces import Arch, Scale, SearchSpace
+from search_spaces.vocabulary import is_attention_source
 from supernet.blocks import block_cost, merge_cost
 from supernet.model import Head, Stem
 
@@ -81,27 +82,25 @@ def optimal_arch(space: SearchSpace, largest: bool, layer_cost, merge_cost) -> A
 
     `layer_cost(stage, layer)` and `merge_cost(boundary, op)` give each part's cost; the total is their
     sum plus constants. Exact: a layer's cost depends only on its stage and choice, so each stage is
-    optimised by dynamic programming over layer sequences (the sharing rule is the only coupling), then
-    the depth tuples and merges are enumerated.
+    optimised by dynamic programming over layer sequences (the vocabulary's attention-reuse rule is the
+    only coupling), then the depth tuples and merges are enumerated.
     """
     better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
     best_stage: list[dict[int, tuple[float, tuple]]] = []
     for i, rule in enumerate(space.stages):
         cost = {o: layer_cost(i, o) for o in rule.options()}
-        # best[n][prev_mhsa] = (cost, layers) of the best n-layer sequence given the state before it
+        # best[n][source_before]: (cost, layers) of the best n-layer sequence after an attention source (or not)
         best = {0: {False: (0, ()), True: (0, ())}}
         for n in range(1, max(rule.depths) + 1):
             best[n] = {}
-            for prev in (False, True):
+            for source_before in (False, True):
                 cand = None
-                for o, c in cost.items():
-                    if o.block == "shared" and not prev:
-                        continue
-                    rest_cost, rest = best[n - 1][o.block == "mhsa"]
-                    total = c + rest_cost
+                for o in rule.legal_options(source_before):
+                    rest_cost, rest = best[n - 1][is_attention_source(o.block)]
+                    total = cost[o] + rest_cost
                     if cand is None or better(total, cand[0]):
                         cand = (total, (o,) + rest)
-                best[n][prev] = cand
+                best[n][source_before] = cand
         best_stage.append({d: best[d][False] for d in rule.depths})
     merges = []
     for b, ops in enumerate(space.merges):

@@ -15,18 +15,9 @@ from torch import nn
 from search_spaces import Arch
 
 
-def path_modules(net, arch: Arch) -> list[nn.Module]:
-    """The supernet modules that `net(x, arch)` runs."""
-    mods = [net.stem, net.head]
-    for i, stage in enumerate(net.stages):
-        if i:
-            mods.append(stage.downsample[arch.merges[i - 1]])
-        mods.extend(stage.blocks[j][layer.block] for j, layer in enumerate(arch.stages[i]))
-    return mods
-
-
 def path_batchnorms(net, arch: Arch) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for root in path_modules(net, arch) for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """The BatchNorm layers of the supernet modules that `net(x, arch)` runs."""
+    return [m for root in net.path_modules(arch) for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _device(net) -> torch.device:

@@ -9,8 +9,8 @@ that last tens of seconds. Interleaving spreads every model over the same spells
 rounds reports the level the machine spends most time at, the same for every model.
 
 Prediction: a table of per-part latencies at the space's target scale (stem, head, each merge
-operator, each block choice), keyed by what sets a part's cost (block type, choice, token grid,
-width, heads; the batch size and thread count are in the device key), plus a linear calibration
+operator, each block choice), keyed by what sets a part's cost (supernet.parts: block type, choices,
+token grid, width, heads; the batch size and thread count are in the device key), plus a linear calibration
 `latency = slope * table sum + intercept` fitted on whole sampled architectures measured on the same
 device. The calibration absorbs what a sum of isolated parts misses (per-forward overhead, caches
 shared between blocks). Built once per device and cached in results/latency/<device-key>.json.
@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_spaces import Arch, Layer, Scale, SearchSpace
+from search_spaces import Arch, Scale, SearchSpace
 from search_spaces.atomic import write_text_atomic
+from supernet.parts import arch_parts, block_key, merge_key, space_parts
 
 from nas.measure.device import device_name, resolve_device
 
@@ -157,71 +158,6 @@ def device_key(device_type: str, name: str, threads: int, batch_size: int, torch
     return f"{slug}-torch{torch_version or torch.__version__.split('+')[0]}-{threads}t-b{batch_size}"
 
 
-# ------------------------------------------------------------------ the parts of an architecture
-def _block_key(layer: Layer, side: int, dim: int, heads: int) -> str:
-    if layer.block == "strip":
-        choice = f"s{layer.strip_width}"
-    elif layer.block == "stoken":
-        choice = f"g{layer.grid}"
-    else:
-        choice = f"r{layer.mlp_ratio:g}"
-    return f"{layer.block}:{choice}@{side}x{side}x{dim}/h{heads}"
-
-
-def _merge_key(op: str, side_in: int, dim_in: int, dim_out: int) -> str:
-    return f"merge:{op}@{side_in}x{side_in}x{dim_in}>{dim_out}"
-
-
-def arch_parts(arch: Arch, scale: Scale) -> list[str]:
-    """The table keys whose latencies add up to `arch`'s at `scale`."""
-    grids = scale.grids()
-    parts = ["stem"]
-    for i, layers in enumerate(arch.stages):
-        if i:
-            parts.append(_merge_key(arch.merges[i - 1], grids[i - 1], scale.embed_dims[i - 1], scale.embed_dims[i]))
-        parts += [_block_key(layer, grids[i], scale.embed_dims[i], scale.num_heads[i]) for layer in layers]
-    return parts + ["head"]
-
-
-class _BlockProbe(nn.Module):
-    """One block on its own: (B, H, W, C) tokens in, tokens out; a sharing block gets an attention map."""
-
-    def __init__(self, block: nn.Module, attn: torch.Tensor | None):
-        super().__init__()
-        self.block, self.attn = block, attn
-
-    def forward(self, x):
-        return self.block(x, self.attn)[0]
-
-
-def _space_probes(space: SearchSpace, scale: Scale, batch_size: int):
-    """(key, module factory, input shape) for every distinct part of the space at `scale`."""
-    from supernet.blocks import make_block, make_merge
-    from supernet.model import Head, Stem
-
-    grids = scale.grids()
-    probes = {"stem": (lambda: Stem(scale), (batch_size, scale.in_chans, scale.img_size, scale.img_size))}
-    for i, rule in enumerate(space.stages):
-        side, dim, heads = grids[i], scale.embed_dims[i], scale.num_heads[i]
-        if i:
-            for op in space.merges[i - 1]:
-                d_in = scale.embed_dims[i - 1]
-                key = _merge_key(op, grids[i - 1], d_in, dim)
-                probes[key] = (lambda op=op, d_in=d_in, dim=dim: make_merge(op, d_in, dim), (batch_size, grids[i - 1], grids[i - 1], d_in))
-        for layer in rule.options():
-            key = _block_key(layer, side, dim, heads)
-
-            def factory(layer=layer, side=side, dim=dim, heads=heads):
-                n = side * side
-                attn = torch.rand(batch_size, heads, n, n).softmax(-1) if layer.block == "shared" else None
-                return _BlockProbe(make_block(layer, dim, heads, side, scale), attn)
-
-            probes[key] = (factory, (batch_size, side, side, dim))
-    last = scale.embed_dims[-1]
-    probes["head"] = (lambda: Head(last, scale.num_classes), (batch_size, grids[-1], grids[-1], last))
-    return probes
-
-
 # ------------------------------------------------------------------ the predictor
 @dataclass
 class LatencyPredictor:
@@ -249,8 +185,8 @@ class LatencyPredictor:
         grids, dims, heads = self.scale.grids(), self.scale.embed_dims, self.scale.num_heads
         return optimal_arch(
             space, largest=False,
-            layer_cost=lambda i, layer: self.table[_block_key(layer, grids[i], dims[i], heads[i])],
-            merge_cost=lambda b, op: self.table[_merge_key(op, grids[b], dims[b], dims[b + 1])],
+            layer_cost=lambda i, layer: self.table[block_key(layer, grids[i], dims[i], heads[i])],
+            merge_cost=lambda b, op: self.table[merge_key(op, grids[b], dims[b], dims[b + 1])],
         )
 
     def to_dict(self) -> dict:
@@ -273,7 +209,7 @@ def measure_space(space: SearchSpace, archs: list[Arch], scale: Scale | None = N
     threads = threads or default_threads()
     repeats = repeats or {"warmup": 2, "min_repeats": 5, "min_time_s": 0.1}
     torch.manual_seed(seed)
-    probes = _space_probes(space, scale, batch_size)
+    probes = space_parts(space, scale, batch_size)
     fns = [_forward(factory(), shape, device) for factory, shape in probes.values()]
     fns += [_forward(ArchNet(a, scale), (batch_size, scale.in_chans, scale.img_size, scale.img_size), device) for a in archs]
     label = f"latency of {len(probes)} parts + {len(archs)} architectures of {space.name} ({device.type})" if progress else None

@@ -100,14 +100,22 @@ def best_per_bin(trials: pd.DataFrame, axis: CostAxis = MACS, bins: int = 8, edg
         edges = MaxNLocator(nbins=bins).tick_values(values.min(), values.max())
         edges[0], edges[-1] = min(edges[0], values.min()), max(edges[-1], values.max())
     edges = np.unique(edges)
-    if len(edges) < 2:
+    if len(edges) < 2 or values.min() == values.max():
         binned = candidates.assign(bin=f"{values.min():g}")
     else:
-        labels = [f"{lo:g}–{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
-        binned = candidates.assign(bin=pd.cut(values, edges, labels=labels, include_lowest=True))
+        binned = candidates.assign(bin=pd.cut(values, edges, labels=_interval_labels(edges), include_lowest=True))
     keys = _order(trials, "bin")
     best = binned.sort_values(["acc", axis.column, "trial"], ascending=[False, True, True]).groupby(keys, observed=True).head(1)
     return best.sort_values(keys)
+
+
+def _interval_labels(edges) -> list[str]:
+    """'lo–hi' for each pair of edges, with as many significant digits as it takes to tell them apart."""
+    for digits in range(3, 17):
+        labels = [f"{lo:.{digits}g}–{hi:.{digits}g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{lo!r}–{hi!r}" for lo, hi in zip(edges[:-1], edges[1:])]
 
 
 def reference_cost(trials: pd.DataFrame, settings: pd.DataFrame, axis: CostAxis) -> float:

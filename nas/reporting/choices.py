@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from search_spaces import Arch
+from search_spaces.vocabulary import CHOICE_FIELDS, reuses_attention
 
 
 def arch_choices(arch: Arch) -> list[tuple[int, str, str]]:
@@ -13,14 +14,9 @@ def arch_choices(arch: Arch) -> list[tuple[int, str, str]]:
     found += [(10 + s, f"depth of stage {s}", str(d)) for s, d in enumerate(arch.depths)]
     for s, l, layer in arch.layers():
         found.append((20 + s, f"blocks in stage {s}", layer.block))
-        if layer.block == "shared":
+        if reuses_attention(layer.block):
             found.append((30, "shared-attention position", f"stage {s}, layer {l}"))
-        if layer.strip_width is not None:
-            found.append((31, "strip width", f"{layer.strip_width:g}"))
-        if layer.grid is not None:
-            found.append((32, "super-token grid", f"{layer.grid:g}"))
-        if layer.mlp_ratio is not None:
-            found.append((33, "MLP ratio", f"{layer.mlp_ratio:g}"))
+        found += [(31 + list(CHOICE_FIELDS).index(name), CHOICE_FIELDS[name].label, f"{value:g}") for name, value in layer.choices]
     return found
 
 
@@ -42,8 +38,9 @@ def choice_statistics(trials: pd.DataFrame, groups: dict[str, pd.Index]) -> pd.D
 
 
 def arch_summary(arch_json: str) -> str:
-    """'[merges] blocks of stage 0; blocks of stage 1; ...', each block with its strip width, grid or MLP ratio."""
+    """'[merges] blocks of stage 0; blocks of stage 1; ...', each block followed by its choices' values
+    (joined by '/' where it has several), e.g. 'mhsa4' or 'strip3'."""
     arch = Arch.from_json(arch_json)
-    stages = "; ".join(",".join(layer.block + (f"{v:g}" if (v := layer.strip_width or layer.grid or layer.mlp_ratio) else "")
-                                 for layer in stage) for stage in arch.stages)
+    stages = "; ".join(",".join(layer.block + "/".join(f"{v:g}" for _, v in layer.choices) for layer in stage)
+                       for stage in arch.stages)
     return f"[{'/'.join(arch.merges)}] {stages}"

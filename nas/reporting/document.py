@@ -196,13 +196,12 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> Pa
     Default output: the run's own folder for one run, results/compare-<time>/ for several. All inputs are
     read and checked before anything is written; each file is written atomically.
     """
+    if out is not None:
+        runs.check_folder_path(Path(out))
     trials, settings = load_runs(*run_dirs)
     if out is None:
         out = Path(run_dirs[0]) if len(run_dirs) == 1 else runs.RESULTS_ROOT / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"--out {out}: {'is' if existing == out else f'{existing} is'} a file; give a folder (it is created when missing)")
     report = build_report(trials, settings)
     for name, data in report.files.items():
         write_bytes_atomic(out / name, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from search_spaces import Arch, ArchError
@@ -57,6 +58,10 @@ def _clean(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         if bad.any():
             raise UserError(f"{path}: column {column} holds {df[column][bad].iloc[0]!r}; it must hold numbers")
         df[column] = values
+    for column in (c for c in NUMERIC_COLUMNS if c in df.columns and c not in ("trial", "acc")):
+        bad = np.isinf(df[column]) | (df[column] < 0)
+        if bad.any():
+            raise UserError(f"{path}: trial {df['trial'][bad].iloc[0]} has {column} {float(df[column][bad].iloc[0])!r}; allowed: a finite value >= 0 (or empty)")
     if df["trial"].isna().any() or df["trial"].duplicated().any():
         raise UserError(f"{path}: column trial must number each trial once (a missing or repeated number was found)")
     df["trial"] = df["trial"].astype(int)
@@ -68,6 +73,10 @@ def _clean(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["status"] = df["status"].astype(str)
     if "evaluated" not in df.columns:
         df["evaluated"] = df["status"].eq("ok") & df["feasible"] & df["acc"].notna()
+    counted = df["status"].eq("ok") & df["feasible"] & df["evaluated"]
+    bad = counted & df["acc"].notna() & ~df["acc"].between(0, 1)
+    if bad.any():  # failed and infeasible rows never count, whatever they hold
+        raise UserError(f"{path}: trial {df['trial'][bad].iloc[0]} has acc {float(df['acc'][bad].iloc[0])!r}; allowed: an accuracy between 0 and 1")
     for trial, text in zip(df["trial"], df["arch"]):
         if not isinstance(text, str):
             raise UserError(f"{path}: trial {trial} has no architecture in column arch")

@@ -131,33 +131,57 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     tuner.fit()
 
 
-def prepare_supernet(settings: SearchSettings, run_dir: Path):
-    """(supernet state for the trials, data bundle, checkpoint path): the given one, or one trained in the run folder."""
+def check_inputs(settings: SearchSettings):
+    """(data bundle, supernet state or None), every input loaded and checked before a run writes anything:
+    the data (images, channels, labels, non-empty splits, a size the scale takes) and a given --supernet
+    (its space, scale, and every key and shape of its weights against that space's supernet, strictly)."""
+    from search_spaces import Scale
+
+    from supernet import Supernet
+
     from nas.data import load_data
     from nas.training.checkpoint import check_compatible, load_checkpoint
-    from nas.training.supernet_trainer import TrainConfig, Trainer, resolve_scale
+    from nas.training.supernet_trainer import TrainConfig, data_img_size, resolve_scale
 
     space = get_space(settings.space)
-    if settings.supernet:
-        path = Path(settings.supernet)
-        ckpt = load_checkpoint(path)
-        if ckpt["space"] != space.name:
-            raise UserError(f"--supernet {path}: checkpoint is for space {ckpt['space']!r}, not {space.name!r}")
-        data_cfg = ckpt.get("config", {})
-        bundle = load_data(settings.data, img_size=ckpt["scale"]["img_size"], seed=data_cfg.get("seed", settings.seed),
-                           val_fraction=data_cfg.get("val_fraction", 0.1))
-        tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, custom_scale=ckpt["scale"])
-        check_compatible(ckpt, path, space.name, resolve_scale(tc, bundle))
-        return {"scale": ckpt["scale"], "model": ckpt["model"]}, bundle, path
+    if not settings.supernet:
+        tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, seed=settings.seed)
+        bundle = load_data(settings.data, img_size=data_img_size(tc), seed=settings.seed, val_fraction=tc.val_fraction)
+        resolve_scale(tc, bundle)
+        return bundle, None
+    path = Path(settings.supernet)
+    ckpt = load_checkpoint(path)
+    if ckpt["space"] != space.name:
+        raise UserError(f"--supernet {path}: checkpoint is for space {ckpt['space']!r}, not {space.name!r}")
+    data_cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    bundle = load_data(settings.data, img_size=ckpt["scale"]["img_size"], seed=data_cfg.get("seed", settings.seed),
+                       val_fraction=data_cfg.get("val_fraction", 0.1))
+    tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, custom_scale=ckpt["scale"])
+    check_compatible(ckpt, path, space.name, resolve_scale(tc, bundle))
+    try:
+        Supernet(space, Scale.from_dict(ckpt["scale"])).load_state_dict(ckpt["model"], strict=True)
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+        detail = " ".join(str(e).split())
+        raise UserError(f"--supernet {path}: its weights do not fit the {space.name} supernet at its scale ({detail[:200]})") from None
+    return bundle, {"scale": ckpt["scale"], "model": ckpt["model"]}
+
+
+def prepare_supernet(settings: SearchSettings, run_dir: Path, bundle, supernet_state: dict | None):
+    """(supernet state for the trials, checkpoint path): the given one, or one trained in the run folder."""
+    from nas.training.checkpoint import load_checkpoint
+    from nas.training.supernet_trainer import TrainConfig, Trainer
+
+    if supernet_state is not None:
+        return supernet_state, Path(settings.supernet)
     path = run_dir / "supernet.pt"
-    tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
+    tc = TrainConfig(space=settings.space, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
                      seed=settings.seed, out=str(run_dir))
     done = False
     if path.exists():
         done = int(load_checkpoint(path)["epoch"]) >= settings.epochs
         tc.resume = True
-    trainer = Trainer(tc)
+    trainer = Trainer(tc, bundle=bundle)
     if not done:
         print(f"training the supernet ({settings.epochs} epochs, {settings.strategy} sampling, {settings.scale} scale) into {path}", flush=True)
         trainer.run()
-    return {"scale": trainer.scale.to_dict(), "model": trainer.net.cpu().state_dict()}, trainer.bundle, path
+    return {"scale": trainer.scale.to_dict(), "model": trainer.net.cpu().state_dict()}, path

@@ -1,14 +1,15 @@
-"""What the supernet trainer (nas.train) and the retrain trainer (nas.retrain) share.
+"""What the supernet trainer (supernet_trainer.Trainer) and the retrainer (retrainer.Retrainer) share.
 
 Device choice, rank and world under torch.distributed (Ray Train sets it up), batch sharding and
 gradient averaging, the NaN guard, RNG state for exact resumes, the epoch loop with its progress bar,
-and the per-epoch checkpoint + CSV log, both written atomically.
+and the per-epoch checkpoint + CSV log, both written atomically; TrainerBase runs them.
 """
 from __future__ import annotations
 
 import os
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,30 @@ from tqdm import tqdm
 
 from search_spaces.atomic import write_text_atomic
 
-from nas.training.checkpoint import save_checkpoint
+from nas.data import make_loader
 from nas.errors import RunFailed, UserError
 from nas.measure.device import resolve_device
+from nas.runs import check_folder_path
+from nas.training.checkpoint import KIND, check_compatible, load_checkpoint, save_checkpoint
 
 LOG = "train_log.csv"
+
+
+def check_common_settings(cfg) -> None:
+    """The numbers both trainers take, each named by its flag when out of range."""
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    for name in ("weight_decay", "warmup_epochs", "min_lr", "threads"):
+        if not getattr(cfg, name) >= 0:
+            extra = " (0: torch's default)" if name == "threads" else ""
+            raise UserError(f"--{name.replace('_', '-')} must be at least 0{extra}, got {getattr(cfg, name)}")
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise UserError(f"--clip-grad must be positive (or left out), got {cfg.clip_grad}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -64,36 +84,12 @@ def shard(loader, rank: int, world: int):
 
 
 def check_out_folder(out: Path, checkpoint: Path, resume: bool, what: str) -> None:
-    """Refuse to overwrite a run that holds a checkpoint, and to resume one that does not."""
+    """Refuse a file in the folder's place, to overwrite a run that holds a checkpoint, and to resume one that does not."""
+    check_folder_path(out)
     if checkpoint.exists() and not resume:
         raise UserError(f"{out} already holds a {what} checkpoint; pass --resume to continue it or choose another --out")
     if resume and not checkpoint.exists():
         raise UserError(f"--resume: {checkpoint} does not exist")
-
-
-class TrainerBase:
-    """The set-up both trainers begin with: the config checked, rank and world, device and CPU threads,
-    and the run folder's checkpoint rules (no overwriting without --resume)."""
-
-    def _setup(self, cfg, log, on_epoch_end, checkpoint: str, what: str) -> None:
-        cfg.check()
-        self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
-        self.rank, self.world = rank_and_world()
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cpu" and cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.out = Path(cfg.out)
-        self.ckpt_path = self.out / checkpoint
-        check_out_folder(self.out, self.ckpt_path, cfg.resume, what)
-
-
-def check_finite(loss: torch.Tensor, epoch: int, step: int, checkpoint: Path, saved_epoch: int, lr: float) -> None:
-    if not torch.isfinite(loss):
-        raise RunFailed(
-            f"training stopped: the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
-            f"the last good checkpoint (epoch {saved_epoch}) is kept at {checkpoint if saved_epoch else 'none'}; "
-            f"try a lower --lr (now {lr:g})"
-        )
 
 
 def rng_state() -> dict:
@@ -150,9 +146,9 @@ def train_epoch(loader, step, scheduler, epoch: int, epochs: int, device: torch.
     return {"train_loss": loss_sum / max(steps, 1), "images_per_s": seen / max(seconds, 1e-9), "train_time_s": seconds}
 
 
-def save_progress(state: dict, checkpoint: Path, history: list[dict], kind: str | None = None) -> None:
+def save_progress(state: dict, checkpoint: Path, history: list[dict], kind: str) -> None:
     """The checkpoint, then the CSV log next to it; each file is replaced atomically."""
-    save_checkpoint(state, checkpoint, **({"kind": kind} if kind else {}))
+    save_checkpoint(state, checkpoint, kind)
     write_text_atomic(checkpoint.parent / LOG, pd.DataFrame(history).to_csv(index=False))
 
 
@@ -164,3 +160,136 @@ def new_out_dir(prefix: str, space: str) -> str:
         k += 1
         out = f"{base}-{k}"
     return out
+
+
+class TrainerBase:
+    """A training run's life: set-up (config checked, rank and world, device and CPU threads, the run
+    folder's checkpoint rules), optional resume, the epoch loop with its per-epoch checkpoint and log,
+    and the end.
+
+    A subclass builds `space`, `scale`, `bundle` and `model`, then calls `_start_training`, and fills the
+    hooks: `_step` (one batch, returns its loss), `_validate` (the epoch's validation columns),
+    `_describe_validation` (their part of the progress line), `finish` (what `run` returns), and, for
+    state beyond model + optimizer + scheduler + epoch + history + RNG, `_extra_state` / `_restore_extra`.
+    """
+
+    checkpoint_file: str
+    checkpoint_kind: str = KIND
+    label: str  # names the run in messages: "a supernet checkpoint"
+
+    def _setup(self, cfg, log, on_epoch_end) -> None:
+        cfg.check()
+        self.cfg, self.log, self.on_epoch_end = cfg, log, on_epoch_end
+        self.rank, self.world = rank_and_world()
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu" and cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        self.ckpt_path = self.out / self.checkpoint_file
+        check_out_folder(self.out, self.ckpt_path, cfg.resume, self.label)
+
+    def _resume_state(self) -> dict | None:
+        """With --resume, the checkpoint to continue, refused when it is of another kind, space or scale;
+        read before the model is built so that a bad one fails fast."""
+        if not self.cfg.resume:
+            return None
+        ckpt = load_checkpoint(self.ckpt_path, kind=self.checkpoint_kind)
+        check_compatible(ckpt, self.ckpt_path, self.space.name, self.scale)
+        return ckpt
+
+    def _on_device(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.device.type == "cuda" else model
+
+    def _start_training(self, resume_state: dict | None) -> None:
+        """The train and validation loaders, AdamW and the cosine schedule with warm-up (timm, stepped per
+        update), then the resumed state. The RNG state is kept here so that `run()` starts from it, whatever
+        happens to the global generators in between (several trainers are built before any runs)."""
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        cfg = self.cfg
+        self.train_loader = shard(make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed), self.rank, self.world)
+        self.val_loader = make_loader(self.bundle, "val", 256)
+        self.optimizer = create_optimizer_v2(self.model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, min_lr=cfg.min_lr,
+            warmup_lr=cfg.lr * 0.01, updates_per_epoch=len(self.train_loader), step_on_epochs=False,
+        )
+        self.epoch, self.history = 0, []
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.rng = rng_state()
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {
+            "space": self.space.name, "scale": self.scale.to_dict(), "epoch": self.epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+            "config": asdict(self.cfg), "data": self.bundle.describe(), "history": self.history,
+            **self._extra_state(),
+        }
+
+    def _restore(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._restore_extra(ckpt)
+        set_rng_state(ckpt["rng"])
+        self.epoch, self.history = int(ckpt["epoch"]), list(ckpt["history"])
+        self.log(f"resumed {self.ckpt_path} at epoch {self.epoch}")
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _restore_extra(self, ckpt: dict) -> None:
+        pass
+
+    # ---------------------------------------------------------------- one update
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda")
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        """The NaN guard: stop before a non-finite loss reaches the weights; the last checkpoint stays."""
+        if not torch.isfinite(loss):
+            raise RunFailed(
+                f"training stopped: the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
+                f"the last good checkpoint (epoch {self.epoch}) is kept at {self.ckpt_path if self.epoch else 'none'}; "
+                f"try a lower --lr (now {self.cfg.lr:g})"
+            )
+
+    def _apply_gradients(self) -> None:
+        average_gradients(self.model, self.world)
+        if self.cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.optimizer.step()
+
+    # ---------------------------------------------------------------- the run
+    def _open_out(self) -> None:
+        """Rank 0 creates the run folder (the other workers write nothing)."""
+        if not self.rank:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def run(self) -> dict:
+        """Trains to cfg.epochs from the current epoch, saving the checkpoint and log after every epoch."""
+        cfg, self.t_run = self.cfg, time.time()
+        self._open_out()
+        set_rng_state(self.rng)
+        while self.epoch < cfg.epochs:
+            epoch, t0 = self.epoch, time.time()
+            self.model.train()
+            stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
+            self.epoch = epoch + 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            scores = self._validate()
+            row = {"epoch": self.epoch, "train_loss": stats["train_loss"], "lr": lr, **scores,
+                   "images_per_s": stats["images_per_s"], "epoch_time_s": time.time() - t0}
+            self.history.append(row)
+            if not self.rank:
+                save_progress(self.state(), self.ckpt_path, self.history, self.checkpoint_kind)
+            self.log(f"epoch {self.epoch}/{cfg.epochs}: loss {row['train_loss']:.3f}, {row['images_per_s']:.0f} img/s, "
+                     f"{self._describe_validation(row)} ({row['epoch_time_s']:.1f}s)")
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self)
+        return self.finish()

@@ -7,6 +7,7 @@ needs no allow-list and a downloaded file can never run code.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,7 +33,9 @@ def load_checkpoint(path: str | Path, kind: str = KIND) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +17,12 @@ import torch.nn.functional as F
 from search_spaces import Scale, get_space
 from search_spaces.atomic import write_text_atomic
 
-from nas.training.checkpoint import check_compatible, load_checkpoint
+from nas.data import DataBundle, load_data, make_loader
 from nas.errors import UserError
 from nas.measure.costs import arch_costs
-from nas.data import DataBundle, load_data, make_loader
 from nas.measure.evaluate import evaluate
+from nas.training.base import TrainerBase, check_common_settings, new_out_dir
 from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
-from nas.training.base import (TrainerBase, average_gradients, check_finite, new_out_dir, rng_state, save_progress, set_rng_state,
-                        shard, train_epoch)
 
 CHECKPOINT = "supernet.pt"
 SUMMARY = "train_summary.json"
@@ -64,11 +62,9 @@ class TrainConfig:
             raise UserError(f"--path-dist {self.path_dist!r} is not known; allowed: {', '.join(DISTRIBUTIONS)}")
         if self.scale not in ("proxy", "target"):
             raise UserError(f"--scale {self.scale!r} is not known; allowed: proxy, target")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        check_common_settings(self)
+        if self.num_random < 0 or self.calib_batches < 0:
+            raise UserError(f"--num-random and the calibration batches must be at least 0, got {self.num_random}, {self.calib_batches}")
 
 
 def resolve_scale(cfg, bundle: DataBundle) -> Scale:
@@ -97,105 +93,56 @@ def _soft_cross_entropy(logits, teacher_logits):
 class Trainer(TrainerBase):
     """One supernet training run; `run()` trains to cfg.epochs, resuming from out/supernet.pt if asked."""
 
-    def __init__(self, cfg: TrainConfig, bundle: DataBundle | None = None, log=print, on_epoch_end=None):
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
+    checkpoint_file, label = CHECKPOINT, "supernet"
 
+    def __init__(self, cfg: TrainConfig, bundle: DataBundle | None = None, log=print, on_epoch_end=None):
         from supernet import Supernet
 
-        self._setup(cfg, log, on_epoch_end, CHECKPOINT, "supernet")
+        self._setup(cfg, log, on_epoch_end)
         self.space = get_space(cfg.space)
         self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction)
         self.scale = resolve_scale(cfg, self.bundle)
-        resume_state = None
-        if cfg.resume:
-            resume_state = load_checkpoint(self.ckpt_path)
-            check_compatible(resume_state, self.ckpt_path, self.space.name, self.scale)
+        resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
-        self.net = Supernet(self.space, self.scale).to(self.device)
-        if self.device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.train_loader = shard(make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed), self.rank, self.world)
-        self.val_loader = make_loader(self.bundle, "val", 256)
+        self.model = self._on_device(Supernet(self.space, self.scale))
         self.calib_loader = make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed + 1, train=True)
-        self.optimizer = create_optimizer_v2(self.net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, min_lr=cfg.min_lr,
-            warmup_lr=cfg.lr * 0.01, updates_per_epoch=len(self.train_loader), step_on_epochs=False,
-        )
         self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist)
-        self.epoch, self.history = 0, []
-        if resume_state is not None:
-            self._restore(resume_state)
+        self._start_training(resume_state)
 
-    # ---------------------------------------------------------------- state
-    def state(self) -> dict:
-        return {
-            "space": self.space.name, "scale": self.scale.to_dict(), "epoch": self.epoch,
-            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
-            "config": asdict(self.cfg), "data": self.bundle.describe(), "history": self.history,
-        }
+    @property
+    def net(self):
+        """The supernet (the model TrainerBase trains)."""
+        return self.model
 
-    def _restore(self, ckpt: dict) -> None:
-        self.net.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        self.epoch, self.history = int(ckpt["epoch"]), list(ckpt["history"])
-        self.log(f"resumed {self.ckpt_path} at epoch {self.epoch}")
-
-    def _save(self) -> None:
-        if self.rank:
-            return
-        save_progress(self.state(), self.ckpt_path, self.history)
-
-    # ---------------------------------------------------------------- training
     def _step(self, x, y, epoch: int, step: int) -> float:
         cfg = self.cfg
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and self.device.type == "cuda")
         self.optimizer.zero_grad(set_to_none=True)
         teacher, total = None, 0.0
         for k, arch in enumerate(self.sampler.paths(epoch, step)):
-            with autocast:
-                logits = self.net(x, arch)
+            with self._autocast():
+                logits = self.model(x, arch)
                 if teacher is not None and cfg.distill:
                     loss = _soft_cross_entropy(logits.float(), teacher)
                 else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            check_finite(loss, epoch, step, self.ckpt_path, self.epoch, cfg.lr)
+            self._check_finite(loss, epoch, step)
             loss.backward()
             total += loss.item()
             if k == 0 and cfg.strategy == "sandwich":
                 teacher = logits.detach().float()
-        average_gradients(self.net, self.world)
-        if cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad)
-        self.optimizer.step()
+        self._apply_gradients()
         return total
 
-    def run(self) -> dict:
-        cfg, t_start = self.cfg, time.time()
-        self.out.mkdir(parents=True, exist_ok=True)
-        while self.epoch < cfg.epochs:
-            epoch, t0 = self.epoch, time.time()
-            self.net.train()
-            stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
-            self.epoch = epoch + 1
-            acc_hi = evaluate(self.net, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches)
-            acc_lo = evaluate(self.net, self.sampler.smallest, self.val_loader, self.calib_loader, cfg.calib_batches)
-            row = {
-                "epoch": self.epoch, "train_loss": stats["train_loss"], "lr": self.optimizer.param_groups[0]["lr"],
-                "val_acc_largest": acc_hi, "val_acc_smallest": acc_lo, "images_per_s": stats["images_per_s"],
-                "epoch_time_s": time.time() - t0,
-            }
-            self.history.append(row)
-            self._save()
-            self.log(f"epoch {self.epoch}/{cfg.epochs}: loss {row['train_loss']:.3f}, {row['images_per_s']:.0f} img/s, "
-                     f"val acc largest {acc_hi:.3f}, smallest {acc_lo:.3f} ({row['epoch_time_s']:.1f}s)")
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self)
-        return self.summary(time.time() - t_start)
+    def _validate(self) -> dict:
+        cfg = self.cfg
+        return {"val_acc_largest": evaluate(self.model, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches),
+                "val_acc_smallest": evaluate(self.model, self.sampler.smallest, self.val_loader, self.calib_loader, cfg.calib_batches)}
+
+    def _describe_validation(self, row: dict) -> str:
+        return f"val acc largest {row['val_acc_largest']:.3f}, smallest {row['val_acc_smallest']:.3f}"
+
+    def finish(self) -> dict:
+        return self.summary(time.time() - self.t_run)
 
     def summary(self, seconds: float) -> dict:
         last = self.history[-1] if self.history else {}

@@ -8,7 +8,10 @@ from __future__ import annotations
 from torch import nn
 from timm.layers import DropPath
 
+from search_spaces.vocabulary import reuses_attention
+
 from .elastic import ElasticMlp, hidden_features
+from .registry import register_block_module
 
 
 class Attention(nn.Module):
@@ -46,6 +49,7 @@ class Attention(nn.Module):
         return 4 * n * c * c + 2 * n * n * c, 4 * (c * c + c)
 
 
+@register_block_module("mhsa", "shared", elastic=("mlp_ratio",))
 class MhsaBlock(nn.Module):
     """Pre-norm transformer block on (B, H, W, C) tokens: x + MHSA(LN(x)), x + MLP(LN(x)).
 
@@ -60,6 +64,10 @@ class MhsaBlock(nn.Module):
         self.mlp = ElasticMlp(dim, hidden_features(dim, mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
+    @classmethod
+    def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "MhsaBlock":
+        return cls(dim, num_heads, layer.mlp_ratio, shared=reuses_attention(layer.block), drop_path=drop_path)
+
     def forward(self, x, attn=None, layer=None):
         B, H, W, C = x.shape
         hidden = hidden_features(C, layer.mlp_ratio) if layer is not None else None
@@ -72,6 +80,6 @@ class MhsaBlock(nn.Module):
     @staticmethod
     def cost(dim: int, num_heads: int, side: int, layer, scale) -> tuple[int, int]:
         n = side * side
-        a_macs, a_params = Attention.cost(n, dim, shared=layer.block == "shared")
+        a_macs, a_params = Attention.cost(n, dim, shared=reuses_attention(layer.block))
         m_macs, m_params = ElasticMlp.cost(n, dim, hidden_features(dim, layer.mlp_ratio))
         return a_macs + m_macs, a_params + m_params + 4 * dim

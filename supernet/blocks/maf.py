@@ -11,6 +11,7 @@ from timm.layers import DropPath, trunc_normal_
 
 from .attention import Attention
 from .elastic import ElasticMlp, hidden_features
+from .registry import register_block_module
 
 
 def padded_side(side: int, window: int) -> int:
@@ -70,6 +71,7 @@ class CrossAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
 
+@register_block_module("maf", elastic=("mlp_ratio",))
 class MafBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, side: int, mlp_ratio: float, window: int = 7, gld_ratio: float = 0.5, drop_path: float = 0.0):
         super().__init__()
@@ -82,6 +84,10 @@ class MafBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.fuse = CrossAttention(dim, num_heads)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    @classmethod
+    def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "MafBlock":
+        return cls(dim, num_heads, side, layer.mlp_ratio, scale.window_size, scale.gld_ratio, drop_path=drop_path)
 
     def forward(self, x, attn=None, layer=None):
         B, H, W, C = x.shape

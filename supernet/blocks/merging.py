@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_merge_module
 
+
+@register_merge_module("pool")
 class TokenPool(nn.Module):
     """LN, 2x2 average pooling of the token grid, Linear to the next stage's width."""
 
@@ -23,6 +26,7 @@ class TokenPool(nn.Module):
         return n_out * dim_in * dim_out, 2 * dim_in + dim_in * dim_out + dim_out
 
 
+@register_merge_module("conv")
 class ConvMerge(nn.Module):
     """3x3 convolution with stride 2, then LN."""
 

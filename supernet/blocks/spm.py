@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_merge_module
+
 KERNELS = (3, 5, 7, 9)
 GLE_HEADS = 8
 
@@ -58,6 +60,7 @@ class GuidedLocalEnhancement(nn.Module):
         return self.norm2(out.reshape(B, h, w, C))
 
 
+@register_merge_module("spm")
 class StepwisePatchMerging(nn.Module):
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()

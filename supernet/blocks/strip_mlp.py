@@ -13,6 +13,7 @@ from torch import nn
 from timm.layers import DropPath, GlobalResponseNormMlp, trunc_normal_
 
 from .elastic import center_slice
+from .registry import register_block_module
 
 
 class RelativePosition(nn.Module):
@@ -109,6 +110,7 @@ class StripTokenMixing(nn.Module):
         return self.out(torch.cat([self._cgsmm(a, strip_width), self._lsmm(b)], dim=1))
 
 
+@register_block_module("strip", elastic=("strip_width",))
 class StripMlpBlock(nn.Module):
     def __init__(self, dim: int, side: int, strip_width: int, drop_path: float = 0.0):
         super().__init__()
@@ -117,6 +119,10 @@ class StripMlpBlock(nn.Module):
         self.channel_norm = nn.LayerNorm(dim)
         self.channel_mlp = GlobalResponseNormMlp(dim, 3 * dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    @classmethod
+    def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "StripMlpBlock":
+        return cls(dim, side, layer.strip_width, drop_path=drop_path)
 
     def forward(self, x, attn=None, layer=None):
         strip_width = layer.strip_width if layer is not None else None

@@ -15,6 +15,7 @@ from torch import nn
 from timm.layers import DropPath
 
 from .attention import Attention
+from .registry import register_block_module
 
 
 class SuperTokenAttention(nn.Module):
@@ -79,6 +80,7 @@ class ConvFfn(nn.Module):
         return self.fc2(x + self.dw(x))
 
 
+@register_block_module("stoken")
 class SuperTokenBlock(nn.Module):
     """x + DWConv3x3(x) (position encoding); x + STA(LN(x)); x + ConvFFN(BN(x)). Hidden width 4C as in STViT."""
 
@@ -90,6 +92,10 @@ class SuperTokenBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(dim)
         self.ffn = ConvFfn(dim, 4 * dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    @classmethod
+    def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "SuperTokenBlock":
+        return cls(dim, num_heads, layer.grid, drop_path=drop_path)
 
     def forward(self, x, attn=None, layer=None):
         grid = layer.grid if layer is not None else None
