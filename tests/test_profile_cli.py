@@ -4,7 +4,7 @@ import pytest
 
 from search_spaces import get_space
 
-from conftest import assert_user_error, run_module
+from conftest import assert_user_error, run_main, run_module
 
 
 def test_profile_timm_deit_small():
@@ -16,7 +16,7 @@ def test_profile_timm_deit_small():
 def test_profile_arch_prints_counted_and_analytic(tmp_path):
     arch = get_space("psvit_ext").sample(0)
     arch.save(tmp_path / "a.json")
-    proc = run_module("nas.profile", str(tmp_path / "a.json"), "--scale", "proxy")
+    proc = run_main("nas.profile", str(tmp_path / "a.json"), "--scale", "proxy")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     counted = next(l for l in lines if l.startswith("MACs:")).split()[1]
@@ -57,17 +57,17 @@ def test_invalid_arch_json(tmp_path, case):
     make, fragments = BAD[case]
     path = tmp_path / "a.json"
     path.write_text(json.dumps(make()))
-    assert_user_error(run_module("nas.profile", str(path)), *fragments)
+    assert_user_error(run_main("nas.profile", str(path)), *fragments)
 
 
 def test_missing_file(tmp_path):
-    assert_user_error(run_module("nas.profile", str(tmp_path / "nope.json")), "does not exist")
+    assert_user_error(run_main("nas.profile", str(tmp_path / "nope.json")), "does not exist")
 
 
 def test_not_json(tmp_path):
     (tmp_path / "a.json").write_text("{oops")
-    assert_user_error(run_module("nas.profile", str(tmp_path / "a.json")), "not valid JSON")
+    assert_user_error(run_main("nas.profile", str(tmp_path / "a.json")), "not valid JSON")
 
 
 def test_unknown_timm_model():
-    assert_user_error(run_module("nas.profile", "timm:deit_smal_patch16_224"), "unknown timm model 'deit_smal_patch16_224'", "deit_small_patch16_224")
+    assert_user_error(run_main("nas.profile", "timm:deit_smal_patch16_224"), "unknown timm model 'deit_smal_patch16_224'", "deit_small_patch16_224")

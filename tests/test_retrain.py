@@ -204,6 +204,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_parallel_top_k_as_ray_tasks(tmp_path, capsys, run, local_ray):
     out = tmp_path / "par"
     proc = cli(capsys, run.path / "pareto.csv", "--top", "2", "--parallel", *FAST, "--epochs", "1", "--out", out)
@@ -214,6 +215,7 @@ def test_parallel_top_k_as_ray_tasks(tmp_path, capsys, run, local_ray):
         assert Arch.from_dict(m["arch"]) == run.archs[k] and m["epochs"] == 1 and 0 <= m["test_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_two_ray_train_workers(tmp_path, capsys, run, local_ray):
     """Data parallel on two CPU workers: each takes half of every batch (Mixup pairs within its half)."""
     out = tmp_path / "rt"

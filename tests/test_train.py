@@ -1,7 +1,9 @@
+import hashlib
+
 import pytest
 import torch
 
-from conftest import TINY, assert_user_error, run_module, toy_npz
+from conftest import TINY, assert_user_error, run_main, toy_npz
 from nas.training.checkpoint import load_checkpoint
 from nas.errors import RunFailed, UserError
 from nas.measure.evaluate import evaluate, path_batchnorms
@@ -106,23 +108,34 @@ def test_evaluate_recalibrates_bn_without_changing_the_supernet(tmp_path, data):
 
 
 def test_cli_bad_inputs(tmp_path, data):
-    assert_user_error(run_module("nas.train_supernet", "--data", f"npz:{tmp_path}/missing.npz", "--out", str(tmp_path / "a")), "does not exist")
-    assert_user_error(run_module("nas.train_supernet", "--space", "nope"), "unknown space 'nope'")
-    assert_user_error(run_module("nas.train_supernet", "--strategy", "greedy", "--out", str(tmp_path / "b")), "allowed: sandwich, uniform, stratified")
+    assert_user_error(run_main("nas.train_supernet", "--data", f"npz:{tmp_path}/missing.npz", "--out", str(tmp_path / "a")), "does not exist")
+    assert_user_error(run_main("nas.train_supernet", "--space", "nope"), "unknown space 'nope'")
+    assert_user_error(run_main("nas.train_supernet", "--strategy", "greedy", "--out", str(tmp_path / "b")), "allowed: sandwich, uniform, stratified")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")
-    assert_user_error(run_module("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
+    assert_user_error(run_main("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
     assert (tmp_path / "c" / "supernet.pt").read_bytes() == b"not a checkpoint"
 
 
+@pytest.mark.slow
 def test_two_ray_train_workers(tmp_path, data):
     """Ray Train data parallelism: two CPU workers, the same paths each step, rank 0 writes the run."""
     from nas.training.distributed import train_with_ray
 
-    summary = train_with_ray(_cfg(data, tmp_path / "run", epochs=1), num_workers=2, use_gpu=False)
+    cfg = _cfg(data, tmp_path / "run", epochs=1, strategy="uniform")
+    summary = train_with_ray(cfg, num_workers=2, use_gpu=False)
     assert summary["epochs"] == 1
     ckpt = load_checkpoint(tmp_path / "run" / "supernet.pt")
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    # Two workers, and the digest of the paths they trained, step by step, agreed (the trainer all-gathers it and
+    # stops on a mismatch); it is the digest of the paths (seed, epoch, step) gives, one per step of the epoch.
+    row = ckpt["history"][0]
+    single = Trainer(_cfg(data, tmp_path / "single", epochs=1, strategy="uniform"), log=lambda *_: None)
+    expected = hashlib.sha256()
+    for step in range(len(single.train_loader)):
+        expected.update("".join(a.key() for a in single.sampler.paths(0, step)).encode())
+    assert row["world"] == 2 and row["paths_sha256"] == expected.hexdigest()[:16]
+    assert len({a.key() for step in range(len(single.train_loader)) for a in single.sampler.paths(0, step)}) > 1
     import ray
 
     ray.shutdown()

@@ -3,10 +3,8 @@
 Measurement: eval mode, inference mode, a fixed thread count on the CPU, warm-up, then repeats until
 both a minimum count and a minimum time are reached; on CUDA each repeat is timed with events after a
 synchronize. Models are timed round-robin in rounds, and a model's figure is the median over rounds of
-each round's median; the interquartile range of all its runs is the spread. A machine's speed is not
-constant: on the shared 2-core VM this was developed on, it switches between levels about 25% apart
-that last tens of seconds. Interleaving spreads every model over the same spells, and the median over
-rounds reports the level the machine spends most time at, the same for every model.
+each round's median; the interquartile range of all its runs is the spread. Interleaving exposes every
+model to the same changes of the machine's speed (docs/latency.md, "Measurement").
 
 Prediction: a table of per-part latencies at the space's target scale (stem, head, each merge
 operator, each block choice), keyed by what sets a part's cost (supernet.parts: block type, choices,

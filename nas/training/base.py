@@ -240,6 +240,9 @@ class TrainerBase:
         self.epoch, self.history = int(ckpt["epoch"]), list(ckpt["history"])
         self.log(f"resumed {self.ckpt_path} at epoch {self.epoch}")
 
+    def _start_epoch(self, epoch: int) -> None:
+        pass
+
     def _extra_state(self) -> dict:
         return {}
 
@@ -279,6 +282,7 @@ class TrainerBase:
         while self.epoch < cfg.epochs:
             epoch, t0 = self.epoch, time.time()
             self.model.train()
+            self._start_epoch(epoch)
             stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
             self.epoch = epoch + 1
             lr = self.optimizer.param_groups[0]["lr"]

@@ -7,6 +7,7 @@ averaged with one all-reduce per tensor; no DistributedDataParallel bookkeeping 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from search_spaces import Scale, get_space
 from search_spaces.atomic import write_text_atomic
 
 from nas.data import DataBundle, load_data, make_loader
-from nas.errors import UserError
+from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
 from nas.measure.evaluate import evaluate
 from nas.training.base import TrainerBase, check_common_settings, new_out_dir
@@ -118,7 +119,9 @@ class Trainer(TrainerBase):
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         teacher, total = None, 0.0
-        for k, arch in enumerate(self.sampler.paths(epoch, step)):
+        paths = self.sampler.paths(epoch, step)
+        self.path_hash.update("".join(a.key() for a in paths).encode())
+        for k, arch in enumerate(paths):
             with self._autocast():
                 logits = self.model(x, arch)
                 if teacher is not None and cfg.distill:
@@ -133,9 +136,24 @@ class Trainer(TrainerBase):
         self._apply_gradients()
         return total
 
+    def _start_epoch(self, epoch: int) -> None:
+        self.path_hash = hashlib.sha256()
+
+    def _agreed_paths(self) -> str:
+        """The digest of the epoch's paths, checked to be the same on every worker: their gradients are
+        averaged parameter by parameter, which is only right when all of them ran the same paths."""
+        digest = self.path_hash.hexdigest()[:16]
+        if self.world > 1:
+            digests = [None] * self.world
+            torch.distributed.all_gather_object(digests, digest)
+            if len(set(digests)) > 1:
+                raise RunFailed(f"epoch {self.epoch}: the workers trained different paths (digests {', '.join(digests)}); "
+                                "every worker must draw the same paths from (seed, epoch, step)")
+        return digest
+
     def _validate(self) -> dict:
         cfg = self.cfg
-        return {"val_acc_largest": evaluate(self.model, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches),
+        return {"world": self.world, "paths_sha256": self._agreed_paths(),"val_acc_largest": evaluate(self.model, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches),
                 "val_acc_smallest": evaluate(self.model, self.sampler.smallest, self.val_loader, self.calib_loader, cfg.calib_batches)}
 
     def _describe_validation(self, row: dict) -> str:
