@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import subprocess
 import sys
 
@@ -110,6 +111,21 @@ def _start_watchdog(ray_dir: str):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 
 
+def _own_token() -> None:
+    """Token authentication with a token of this instance's own, in the environment of its processes only.
+
+    Ray's default for a new instance is token authentication with a token it writes to ~/.ray/auth_token,
+    a file outside results/ that outlives the command. Ray reads the mode into its C++ config at import,
+    so the config is initialised again, as Ray's own `_enable_token_auth` does.
+    """
+    from ray._private.authentication import authentication_token_setup as setup
+    from ray._raylet import AuthenticationTokenLoader
+
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    setup._enable_token_auth()  # RAY_AUTH_MODE=token, then Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def _start_private(ray, num_cpus: int | None, num_gpus: int | None) -> None:
     """ray.init of a single-node instance whose node address, and so every listening socket, is loopback.
 
@@ -126,10 +142,14 @@ def _start_private(ray, num_cpus: int | None, num_gpus: int | None) -> None:
     os.environ.pop("RAY_ADDRESS", None)  # only --address joins a cluster
     os.environ[_SINGLE_NODE_ENV] = "0"  # for the processes ray.init starts (they read it at import)
     ray_constants.ENABLE_RAY_CLUSTER = False  # for this process, which imported Ray already
+    if "RAY_AUTH_MODE" not in os.environ:
+        _own_token()
     _private.update(started=True, watchdog=_start_watchdog(os.path.dirname(os.path.abspath(ray.__file__))))
     atexit.register(stop_ray)
     try:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        # address="local": a new instance. With None, ray.init joins RAY_ADDRESS or, failing that, the cluster
+        # recorded in /tmp/ray/ray_current_cluster by the last `ray start` on this machine.
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False, configure_logging=False)
     except BaseException:
         stop_ray()

@@ -2,6 +2,7 @@ import contextlib
 import importlib
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,13 +42,13 @@ def tiny(space_name):
     return TINY[space_name]
 
 
-def toy_npz(path, n_train: int = 96, n_test: int = 24) -> str:
-    """A learnable toy set of 16x16 images, 3 classes told apart by their mean colour; its --data spec."""
+def toy_npz(path, n_train: int = 96, n_test: int = 24, side: int = 16) -> str:
+    """A learnable toy set of side x side images, 3 classes told apart by their mean colour; its --data spec."""
     rng = np.random.default_rng(0)
 
     def make(n):
         y = rng.integers(0, 3, n)
-        x = rng.normal(80, 30, (n, 16, 16, 3))
+        x = rng.normal(80, 30, (n, side, side, 3))
         x[np.arange(n), :, :, y] += 90
         return x.clip(0, 255).astype(np.uint8), y
 
@@ -84,3 +85,14 @@ def assert_user_error(proc, *fragments: str):
     assert len(lines) == 1, proc.stderr
     for f in fragments:
         assert f in lines[0], (f, lines[0])
+
+
+def kill_at_line(args, prefix: str, cwd) -> None:
+    """Run `python -m args` and SIGKILL its whole process group as soon as it prints a line starting with `prefix`."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    assert proc.wait() == -signal.SIGKILL, f"the run ended before printing {prefix!r}"

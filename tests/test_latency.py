@@ -70,8 +70,9 @@ def test_fastest_is_the_minimum_prediction():
 def test_cache_is_reused_not_rebuilt(tmp_path, monkeypatch):
     space, scale = get_space("psvit_ext"), TINY["psvit_ext"]
     first = load_predictor(space, scale, "cpu", root=tmp_path, log=lambda *_: None, **QUICK)
-    files = list(tmp_path.iterdir())
-    assert len(files) == 1 and files[0] == cache_path(torch.device("cpu"), torch.get_num_threads(), 1, tmp_path)
+    path = cache_path(torch.device("cpu"), torch.get_num_threads(), 1, tmp_path)
+    files = [p for p in tmp_path.iterdir() if p.suffix != ".lock"]
+    assert files == [path] and sorted(tmp_path.iterdir()) == [path, path.with_name(path.name + ".lock")]
 
     def no_build(*a, **k):
         raise AssertionError("the cached table was rebuilt")
@@ -82,7 +83,28 @@ def test_cache_is_reused_not_rebuilt(tmp_path, monkeypatch):
     # another batch size is another device key: another file, built
     monkeypatch.undo()
     other = load_predictor(space, scale, "cpu", batch_size=2, root=tmp_path, log=lambda *_: None, **QUICK)
-    assert other.key != first.key and len(list(tmp_path.iterdir())) == 2
+    assert other.key != first.key and len([p for p in tmp_path.iterdir() if p.suffix != ".lock"]) == 2
+
+
+def test_cache_update_keeps_a_table_another_process_added_meanwhile(tmp_path, monkeypatch):
+    """The cache is read again under a file lock before the new table is added: a table written by another
+    search while this one was building its own is kept."""
+    small, ext = get_space("psvit"), get_space("psvit_ext")
+    other = load_predictor(small, TINY["psvit"], "cpu", root=tmp_path, log=lambda *_: None, **QUICK)
+    path = cache_path(torch.device("cpu"), torch.get_num_threads(), 1, tmp_path)
+    saved = path.read_text()
+    path.unlink()  # this process starts from an empty cache ...
+    build = latency.build_predictor
+
+    def build_while_another_writes(*a, **k):
+        path.write_text(saved)  # ... and another process caches psvit's table while this one builds
+        return build(*a, **k)
+
+    monkeypatch.setattr(latency, "build_predictor", build_while_another_writes)
+    mine = load_predictor(ext, TINY["psvit_ext"], "cpu", root=tmp_path, log=lambda *_: None, **QUICK)
+    monkeypatch.undo()
+    assert load_predictor(small, TINY["psvit"], "cpu", root=tmp_path, build=False) == other
+    assert load_predictor(ext, TINY["psvit_ext"], "cpu", root=tmp_path, build=False) == mine
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"format": 1, "tables": {"x": {"key": 1}}}), json.dumps([1, 2]), ""])

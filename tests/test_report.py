@@ -305,3 +305,41 @@ def test_bad_input_through_the_cli(tmp_path):
     assert_user_error(run_module("nas.report", "no_acc", cwd=tmp_path), "columns missing: acc, macs")
     assert_user_error(run_module("nas.report", "empty_dir", cwd=tmp_path), "not a search run")
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("case", ["one_feasible", "same_macs"])
+def test_small_runs_get_their_report(tmp_path, case):
+    """One feasible evaluated trial (the rest infeasible), or every trial at the same MACs: bins, fronts and
+    hypervolume still have an answer, and report.md is written."""
+    df = hand_table()
+    if case == "one_feasible":
+        df.loc[df["trial"] != 2, "feasible"] = False
+    else:
+        df["macs"] = 2_000_000_000
+    run = write_run(tmp_path / case, df)
+    path = report_runs([run])
+    text = path.read_text()
+    assert path == run / "report.md" and "Pareto" in text
+    bins = pd.read_csv(run / "report" / "best_per_mac_bin.csv")
+    best = {"one_feasible": 2, "same_macs": 8}[case]  # the only feasible one; the most accurate (0.8)
+    assert len(bins) == 1 and bins["trial"].tolist() == [best]
+
+
+def test_a_report_that_fails_does_not_fail_the_search(tmp_path, monkeypatch, capsys):
+    from nas.runs import SearchSettings
+    from nas.searching import results
+
+    run = write_run(tmp_path / "run", hand_table())
+    monkeypatch.setattr(results, "trials_frame", lambda run_dir: hand_table().assign(params=10_000_000))
+    monkeypatch.setattr(results.runs, "RESULTS_ROOT", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+
+    def broken(run_dir):
+        raise ValueError("bins collide")
+
+    monkeypatch.setattr(results, "write_report", broken)
+    summary = results.write_results(SearchSettings(flops=4e9, trials=10, run_dir=str(run)), run, 1.0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: report.md was not written (bins collide); the results are; try python -m nas.report {run}"]
+    assert summary["best"]["trial"] == 8 and (run / "best.json").is_file() and (run / "pareto.csv").is_file()
+    assert not (run / "report.md").exists()

@@ -294,3 +294,23 @@ def test_init_supernet_with_an_incompatible_checkpoint(tmp_path, capsys, run):
     assert_user_error(cli(capsys, tmp_path / "lone.json", "--space-file", SPACE_FILE, "--init", "supernet", "--out", tmp_path / "rt"),
                       "no supernet checkpoint found", "--supernet PATH")
     assert not (tmp_path / "rt").exists()
+
+
+@pytest.mark.slow
+def test_killed_retrain_resumes_to_the_same_weights(tmp_path, run):
+    from conftest import kill_at_line, run_module
+
+    arch = tmp_path / "arch.json"
+    run.best.save(arch)
+    data = runs.read_settings(run.path, "run").data
+    args = ["nas.retrain", str(arch), "--space-file", SPACE_FILE, "--data", data, "--epochs", "3", "--batch-size", "16", "--no-latency",
+            "--threads", "1", "--device", "cpu"]
+    full = run_module(*args, "--out", str(tmp_path / "full"), cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-1500:]
+    kill_at_line([*args, "--out", str(tmp_path / "cut")], "epoch 1/3: loss", tmp_path)
+    resumed = run_module(*args, "--out", str(tmp_path / "cut"), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout and "epoch 1/3:" not in resumed.stdout, resumed.stderr[-1500:]
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt", kind=RETRAIN_KIND) for name in ("full", "cut"))
+    assert a["epoch"] == b["epoch"] == 3 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert json.loads((tmp_path / "full" / "metrics.json").read_text())["val_acc"] == \
+        json.loads((tmp_path / "cut" / "metrics.json").read_text())["val_acc"]

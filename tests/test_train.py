@@ -139,3 +139,20 @@ def test_two_ray_train_workers(tmp_path, data):
     import ray
 
     ray.shutdown()
+
+
+@pytest.mark.slow
+def test_killed_supernet_training_resumes_to_the_same_weights(tmp_path, data):
+    from conftest import kill_at_line, run_module
+
+    args = ["nas.train_supernet", "--data", data, "--epochs", "3", "--batch-size", "16", "--threads", "1", "--device", "cpu"]
+    full = run_module(*args, "--out", str(tmp_path / "full"), cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-1500:]
+    kill_at_line([*args, "--out", str(tmp_path / "cut")], "epoch 1/3: loss", tmp_path)
+    assert load_checkpoint(tmp_path / "cut" / "supernet.pt")["epoch"] == 1
+    resumed = run_module(*args, "--out", str(tmp_path / "cut"), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout and "epoch 1/3:" not in resumed.stdout, resumed.stderr[-1500:]
+    a, b = load_checkpoint(tmp_path / "full" / "supernet.pt"), load_checkpoint(tmp_path / "cut" / "supernet.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from search_spaces import Arch, Scale, SearchSpace
@@ -304,6 +305,9 @@ def load_predictor(space: SearchSpace, scale: Scale | None = None, device: str |
         return None
     log(f"building the latency predictor of {space.name} for {path.stem} (once per device; cached in {path})")
     predictor = build_predictor(space, scale, device, batch_size, threads, **build_kw)
-    tables[table_id] = predictor.to_dict()
-    write_text_atomic(path, json.dumps({"format": CACHE_FORMAT, "key": path.stem, "tables": tables}, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):  # read-modify-write: another search on this device may have added a table meanwhile
+        tables = _read_cache(path)
+        tables[table_id] = predictor.to_dict()
+        write_text_atomic(path, json.dumps({"format": CACHE_FORMAT, "key": path.stem, "tables": tables}, indent=1) + "\n")
     return predictor

@@ -39,7 +39,7 @@ class Progress:
         self.run_dir = run_dir
 
     def report(self, result: dict) -> None:
-        runs.append_evaluation(self.run_dir, {k: result[k] for k in ("trial", "evaluated", "eval_time_s", "acc")})
+        runs.append_evaluation(self.run_dir, {k: result.get(k) for k in ("trial", "evaluated", "eval_time_s", "acc", "node")})
         if result.get("feasible"):
             self.feasible += 1
             self.best = max(self.best or 0.0, result["acc"])

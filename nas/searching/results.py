@@ -16,7 +16,7 @@ from nas.reporting.pareto import pareto_mask
 from nas.reporting.document import write_report
 
 COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "is_pareto",
-           "eval_time_s", "duration_s", "arch"]
+           "eval_time_s", "duration_s", "node", "arch"]
 
 
 def trials_frame(run_dir: Path) -> pd.DataFrame:
@@ -40,6 +40,7 @@ def trials_frame(run_dir: Path) -> pd.DataFrame:
             "is_pareto": False, "duration_s": duration, "arch": t.user_attrs["arch"],
             "evaluated": bool(evaluations.get(t.number, {}).get("evaluated", False)),
             "eval_time_s": evaluations.get(t.number, {}).get("eval_time_s", np.nan),
+            "node": evaluations.get(t.number, {}).get("node"),  # the Ray node that evaluated it (first 12 hex digits)
         })
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"feasible": bool, "is_pareto": bool, "evaluated": bool})

@@ -40,12 +40,14 @@ def trial_payload(supernet_state: dict, bundle, settings: dict):
 
 
 def evaluate_trial(config: dict, supernet_state: dict, bundle, settings: dict) -> None:
+    import ray
     from ray import tune
 
     from nas.measure.evaluate import evaluate
 
     result = {"macs": config["macs"], "params": config["params"], "latency_ms": config["latency_ms"], "feasible": config["feasible"],
-              "acc": 0.0, "eval_time_s": 0.0, "evaluated": False, "trial": config["trial"]}
+              "acc": 0.0, "eval_time_s": 0.0, "evaluated": False, "trial": config["trial"],
+              "node": ray.get_runtime_context().get_node_id()[:12]}
     if config["feasible"]:
         t0 = time.time()
         torch.set_num_threads(max(1, int(settings["cpus_per_trial"])))

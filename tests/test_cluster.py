@@ -1,0 +1,212 @@
+"""The Ray instance a search starts: loopback only, ignores RAY_ADDRESS, and leaves no process behind,
+whether the search ends normally or its driver is killed with SIGKILL."""
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from conftest import ROOT, toy_npz
+
+SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return toy_npz(tmp_path_factory.mktemp("data") / "toy.npz")
+
+
+def _search(toy, out, trials: int, env: dict | None = None):
+    args = ["--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", "2.3G", "--trials", str(trials), "--epochs", "1",
+            "--data", toy, "--out", str(out)]
+    return subprocess.Popen([sys.executable, "-m", "nas.search", *args], cwd=out.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def _descendants(pid: int) -> dict[int, psutil.Process]:
+    try:
+        return {p.pid: p for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return {}
+
+
+def _listening(procs) -> dict[tuple[str, int], str]:
+    """(address, port) -> process name of every listening TCP socket (and bound UDP socket) of `procs`."""
+    found = {}
+    for p in procs:
+        try:
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN or (c.type == 2 and c.laddr):  # SOCK_DGRAM has no LISTEN state
+                    found[(c.laddr.ip, c.laddr.port)] = p.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, and IPv4 loopback written as an IPv6-mapped address (::ffff:127.0.0.1)."""
+    address = ipaddress.ip_address(ip)
+    return address.is_loopback or bool(getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback)
+
+
+def _alive(procs) -> list[str]:
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def _watch_until(proc, stop_after_trials: int | None, timeout: float = 300):
+    """Read the search's output while sampling its descendants and their sockets; returns (processes seen,
+    sockets seen, output lines). With `stop_after_trials`, returns as soon as that many trial lines were printed."""
+    import threading
+
+    seen, sockets, lines = {}, {}, []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # list.extend takes lines as they come
+    reader.start()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        seen.update(_descendants(proc.pid))
+        sockets.update(_listening(seen.values()))
+        if stop_after_trials is not None and sum(l.startswith("trial ") for l in list(lines)) >= stop_after_trials:
+            return seen, sockets, list(lines)
+        if proc.poll() is not None:
+            reader.join(timeout=10)
+            return seen, sockets, list(lines)
+        time.sleep(0.2)
+    raise AssertionError("the search did not finish in time:\n" + "".join(lines[-20:]))
+
+
+def _gone_within(procs, seconds: float) -> list[str]:
+    deadline = time.time() + seconds
+    while time.time() < deadline and _alive(procs):
+        time.sleep(0.2)
+    return _alive(procs)
+
+
+@pytest.mark.slow
+def test_private_ray_listens_on_loopback_only_and_is_gone_when_the_search_returns(tmp_path, toy):
+    # RAY_ADDRESS, and the address file the last `ray start` leaves, name a cluster: without --address a search
+    # must join neither (a short temp dir: Ray's socket paths must stay under the Unix limit)
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    os.makedirs(os.path.join(ray_tmp, "ray"))
+    with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+        f.write("127.0.0.1:9")
+    proc = _search(toy, tmp_path / "run", 4, env={"RAY_ADDRESS": "127.0.0.1:9", "RAY_TMPDIR": ray_tmp})
+    seen, sockets, lines = _watch_until(proc, stop_after_trials=None)
+    assert proc.returncode == 0, "".join(lines[-20:])
+    names = set(sockets.values())
+    assert {"raylet", "gcs_server"} <= names, names  # the sockets of Ray's services were sampled
+    outside = {addr: name for addr, name in sockets.items() if not _is_loopback(addr[0])}
+    assert not outside, f"Ray processes listening outside loopback: {outside}"
+    assert not _gone_within(list(seen.values()), 10), "processes the search started outlived it"
+    assert any(n.startswith("session_") for n in os.listdir(os.path.join(ray_tmp, "ray")))  # it started its own instance there
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_processes_end_after_the_driver_is_killed(tmp_path, toy):
+    proc = _search(toy, tmp_path / "run", 40)
+    seen, _, lines = _watch_until(proc, stop_after_trials=2)
+    seen.update(_descendants(proc.pid))
+    assert "raylet" in _alive(seen.values())[0] or any(a.endswith(" raylet") for a in _alive(seen.values()))
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only, not its process group
+    proc.wait()
+    left = _gone_within(list(seen.values()), 30)
+    assert not left, f"still alive 30 s after the driver was killed: {left}"
+
+
+def _ray_cli(*args, env):
+    return subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ray"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_search_across_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    """Two raylets on this machine (one CPU each) joined as docs/cluster.md says, token authentication on.
+
+    Ray Tune hands a pending trial to an idle actor rather than wait for a new one to start, so trials
+    must take longer than an actor's start for the second node to get any: psvit_ext at the proxy scale
+    on 32x32 images (about 2 s per evaluation), with a given supernet so that none is trained."""
+    import pandas as pd
+
+    from nas.training.checkpoint import save_checkpoint
+    from search_spaces import get_space
+    from supernet import Supernet
+
+    data = toy_npz(tmp_path / "toy32.npz", n_train=1000, n_test=50, side=32)
+    space = get_space("psvit_ext")
+    scale = space.proxy.with_overrides(img_size=32, num_classes=3)
+    save_checkpoint({"space": space.name, "scale": scale.to_dict(), "epoch": 1, "model": Supernet(space, scale).state_dict()},
+                    tmp_path / "supernet.pt")
+
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "ab" * 32}
+    env.pop("RAY_ADDRESS", None)
+    head = _ray_cli("start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                    "--include-dashboard=false", "--disable-usage-stats", env=env)
+    nodes = [head]
+    try:
+        deadline = time.time() + 60
+        while not _can_connect(port) and time.time() < deadline:
+            assert head.poll() is None, head.stdout.read()
+            time.sleep(0.5)
+        nodes.append(_ray_cli("start", "--block", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                              "--disable-usage-stats", env=env))
+        _wait_for_nodes(port, 2, env)
+        out = tmp_path / "run"
+        proc = subprocess.run([sys.executable, "-m", "nas.search", "--space", "psvit_ext", "--flops", "10G", "--trials", "8",
+                               "--data", data, "--supernet", str(tmp_path / "supernet.pt"), "--out", str(out),
+                               "--address", f"127.0.0.1:{port}"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+        df = pd.read_csv(out / "trials.csv")
+        assert len(df) == 8 and df["node"].nunique() == 2, df[["trial", "node"]]
+    finally:
+        for p in reversed(nodes):
+            p.terminate()
+        for p in reversed(nodes):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _can_connect(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wait_for_nodes(port: int, count: int, env: dict, timeout: float = 90) -> None:
+    code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        proc = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the cluster did not reach {count} nodes: {proc.stdout[-500:]} {proc.stderr[-500:]}")
