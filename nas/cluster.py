@@ -2,9 +2,9 @@
 
 A private instance (no --address; RAY_ADDRESS in the environment is ignored) is single-node and
 loopback-only: every Ray process of it listens on 127.0.0.1 (or ::1), and all of them stop when the
-command ends, whether normally, on an error, on Ctrl-C or SIGTERM (atexit: `stop_ray`), or when the
-command is killed with SIGKILL (Ray's own fate-sharing of the processes `ray.init` starts, plus a
-watchdog for the ones the raylet starts). docs/security.md ("Ray") says what binds where and why.
+command ends, whether normally, on an error or on Ctrl-C (atexit: `stop_ray`), or when the command is
+killed (Ray's own fate-sharing of the processes `ray.init` starts, plus a watchdog for the ones the
+raylet starts). docs/security.md ("Ray") says what binds where and why.
 """
 from __future__ import annotations
 

@@ -182,3 +182,27 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(tmp_pa
     assert not df.set_index("trial").at[2, "is_pareto"] and pd.isna(df.set_index("trial").at[2, "acc"])
     lines = [l for l in proc.stdout.splitlines() if l.startswith("trial ")]
     assert len(lines) == 6 and sum("failed" in l for l in lines) == 1 and lines[-1].startswith("trial 6/6")
+
+
+@pytest.mark.slow
+def test_one_feasible_trial_gets_a_report_and_a_finished_run_is_left_alone_until_extended(tmp_path, toy):
+    import hashlib
+
+    run = tmp_path / "run"
+    proc = run_module("nas.search", *_search_args(toy, run, 1, flops="10G"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    df = pd.read_csv(run / "trials.csv")
+    assert len(df) == 1 and df["feasible"].sum() == 1 and (run / "report.md").is_file()
+
+    def listing():
+        return {str(p.relative_to(tmp_path)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(tmp_path.rglob("*")) if p.is_file() and not p.is_relative_to(run / "ray")}
+
+    before = listing()
+    again = run_module("nas.search", "--resume", str(run), "--space-file", SPACE_FILE, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to add: 1 of 1 trials are finished" in again.stdout, again.stderr[-2000:]
+    assert listing() == before  # results, best.json and report untouched
+    more = run_module("nas.search", "--resume", str(run), "--space-file", SPACE_FILE, "--trials", "3", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    df = pd.read_csv(run / "trials.csv")
+    assert sorted(df["trial"]) == [0, 1, 2] and json.loads((run / "config.json").read_text())["settings"]["trials"] == 3
