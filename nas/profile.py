@@ -1,4 +1,4 @@
-"""python -m nas.profile <arch.json | timm:MODEL_NAME> [--img-size N] [--scale target|proxy]
+"""python -m nas.profile <arch.json | SPACE:REFERENCE | timm:MODEL_NAME> [--img-size N] [--scale target|proxy]
     [--latency [--device auto|cpu|cuda] [--batch-size 1] [--threads N]]
 
 Prints MACs (G, paper convention: attention's matrix products included) and parameters (M) of one
@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import sys
 
-from search_spaces import Arch, get_space
+from search_spaces import get_space, load_arch
 
 from nas.cli import Parser, run_cli
 from nas.errors import UserError
@@ -41,7 +41,7 @@ def load_model(spec: str, img_size: int | None, scale: str):
             raise UserError(f"timm model {name!r} cannot be built at --img-size {img_size} ({str(e).splitlines()[0][:150]})") from None
         size = img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
         return model, f"timm:{name}", size, None, None
-    arch = Arch.load(spec)
+    arch = load_arch(spec)
     space = get_space(arch.space)
     space.validate(arch)
     sc = space.scale(scale).with_overrides(img_size=img_size)
@@ -56,7 +56,8 @@ def load_model(spec: str, img_size: int | None, scale: str):
 @run_cli
 def main(argv=None) -> int:
     p = Parser(prog="python -m nas.profile", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="an architecture JSON file (e.g. results/best.json) or timm:MODEL_NAME")
+    p.add_argument("model", help="an architecture JSON file (e.g. results/best.json), a space's reference (e.g. psvit_ext:stvit_s) "
+                                 "or timm:MODEL_NAME")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--scale", choices=("target", "proxy"), default="target", help="scale of an architecture file")
     p.add_argument("--latency", action="store_true", help="also measure (and predict) the latency")

@@ -1,4 +1,4 @@
-"""python -m nas.retrain ARCH_FILE [--top K] [--recipe quick|deit] [--epochs N] [--data ...]
+"""python -m nas.retrain ARCH_FILE|SPACE:REFERENCE [--top K] [--recipe quick|deit] [--epochs N] [--data ...]
     [--init scratch|supernet] [--export onnx,torchscript] [--out results/<folder>] [--resume]
     [--parallel | --num-workers N [--use-gpu] [--address auto]]
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from search_spaces import Arch, ArchError, get_space, load_space_file
+from search_spaces import Arch, ArchError, get_space, load_arch, load_space_file
+from search_spaces.references import is_reference_spec
 
 from nas import runs
 from nas.cli import Parser, run_cli
@@ -113,7 +114,8 @@ def candidates_from_table(path: Path, top: int) -> list[Candidate]:
 def build_parser() -> argparse.ArgumentParser:
     q = RECIPES["quick"]
     p = Parser(prog="python -m nas.retrain", description=__doc__.split("\n\n")[1])
-    p.add_argument("arch_file", help="best.json, an architecture JSON, or a run's pareto.csv / trials.csv")
+    p.add_argument("arch_file", help="best.json, an architecture JSON, a run's pareto.csv / trials.csv, or a space's reference "
+                                     "(e.g. psvit_ext:stvit_s)")
     p.add_argument("--top", type=int, default=1, help="retrain the K most accurate rows of a pareto.csv / trials.csv")
     p.add_argument("--recipe", default="quick", help=f"preset: {', '.join(RECIPES)} (explicit flags override it)")
     p.add_argument("--data", default=None, help="digits, npz:PATH, folder:PATH or a timm data set (default: the run's, else digits)")
@@ -191,8 +193,13 @@ def plan(args) -> list[RetrainConfig]:
     _check_resources(args)
     path = Path(args.arch_file)
     is_table = path.suffix.lower() == ".csv"
-    found = candidates_from_table(path, args.top) if is_table else candidates_from_json(path, args.top)
-    run = runs.find_run(path, None if is_table else _read_json(path))
+    if is_reference_spec(args.arch_file):  # a space's reference member, e.g. psvit_ext:stvit_s: no run behind it
+        if args.top != 1:
+            raise UserError(f"--top {args.top}: {args.arch_file} is one architecture; --top picks from a pareto.csv or trials.csv")
+        found, run = [Candidate(load_arch(args.arch_file), None, None, args.arch_file.partition(":")[2])], None
+    else:
+        found = candidates_from_table(path, args.top) if is_table else candidates_from_json(path, args.top)
+        run = runs.find_run(path, None if is_table else _read_json(path))
     config = runs.read_config(run, flag="run") if run is not None else {}
     settings = config.get("settings", {})
     space_file = _space_file(args.space_file, settings, run)
@@ -236,7 +243,7 @@ def plan(args) -> list[RetrainConfig]:
         cfgs.append(RetrainConfig(
             space=c.arch.space, arch=c.arch.to_dict(), data=args.data or settings.get("data", "digits"),
             seed=args.seed if args.seed is not None else settings.get("seed", 0), **scale, recipe=args.recipe, **knobs,
-            init=args.init, supernet=supernet, out=str(o), resume=args.resume and (len(found) == 1 or (o / CHECKPOINT).exists()),
+            init=args.init, supernet=supernet, calib_batches=settings.get("calib_batches", 10), out=str(o), resume=args.resume and (len(found) == 1 or (o / CHECKPOINT).exists()),
             device=args.device, threads=args.threads, export=parse_formats(args.export), latency=not args.no_latency,
             space_file=space_file, source=source,
         ))

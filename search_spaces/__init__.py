@@ -1,5 +1,6 @@
 """What can be chosen: spaces, the Arch record, validation, sampling. Knows nothing about torch."""
 from .arch import FORMAT_VERSION, Arch, ArchError, Layer
+from .references import get_reference, load_arch, reference, reference_doc, reference_names
 from .registry import UnknownSpaceError, get_space, list_spaces, register_space
 from .scale import Scale
 from .space import SearchSpace, StageRule
@@ -13,4 +14,5 @@ __all__ = [
     "BLOCK_TYPES", "MERGE_TYPES", "FORMAT_VERSION", "get_space", "list_spaces", "register_space",
     "SpaceFileError", "file_sha256", "load_space_file",
     "BlockType", "ChoiceField", "register_block_type", "register_choice_field", "register_merge",
+    "get_reference", "load_arch", "reference", "reference_doc", "reference_names",
 ]

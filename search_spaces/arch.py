@@ -8,7 +8,7 @@ from typing import Any
 
 from .vocabulary import CHOICE_FIELDS, MERGE_TYPES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: super-token grid and MAF windows per side, FFN widths for every block, GLD ratio
 
 
 class ArchError(ValueError):
@@ -91,7 +91,9 @@ class Arch:
             raise ArchError(f"unknown field {unknown[0]!r}; an architecture has the fields space, version, merges, stages")
         version = data.get("version", FORMAT_VERSION)
         if type(version) is not int or version != FORMAT_VERSION:
-            raise ArchError(f"version: {version!r} is not supported; allowed: {FORMAT_VERSION}")
+            earlier = (" (version 1 files predate super tokens and MAF windows counted per side and the FFN-width and GLD"
+                       " choices; search again)" if version == 1 else "")
+            raise ArchError(f"version: {version!r} is not supported; allowed: {FORMAT_VERSION}{earlier}")
         if not isinstance(data["space"], str):
             raise ArchError(f"space: must be a string, got {data['space']!r}")
         if not isinstance(data["merges"], list) or not all(isinstance(m, str) for m in data["merges"]):

@@ -13,9 +13,6 @@ class Scale:
     num_heads: tuple[int, ...]
     num_classes: int = 1000
     in_chans: int = 3
-    window_size: int = 7  # MAF local window
-    gld_ratio: float = 0.5  # MAF global tokens per input token (N in the paper)
-
 
     def grids(self) -> tuple[int, ...]:
         """Token grid side per stage: the stem divides by stem_stride, every stage boundary halves."""
@@ -48,7 +45,11 @@ class Scale:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Scale":
+        """A Scale from its dict; a key this version does not know (an earlier version's) raises ValueError."""
         d = dict(d)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"scale field {unknown[0]!r} is not known to this version")
         d["embed_dims"] = tuple(d["embed_dims"])
         d["num_heads"] = tuple(d["num_heads"])
         return cls(**d)

@@ -16,8 +16,8 @@ from functools import cached_property
 
 from .arch import Arch, ArchError, Layer
 from .scale import Scale
-from .vocabulary import (BLOCK_TYPES, BLOCKS, CHOICE_FIELDS, GRID, MERGE_TYPES, MLP_RATIO, STRIP_WIDTH, attention_sources,
-                         is_attention_source, may_follow)
+from .vocabulary import (BLOCK_TYPES, BLOCKS, CHOICE_FIELDS, GLD_RATIO, GRID, MERGE_TYPES, MLP_RATIO, STRIP_WIDTH, WINDOWS,
+                         attention_sources, is_attention_source, may_follow)
 from .walk import ByChoice, Mutation, Suggestion, Uniform, sequence_counter, walk
 
 
@@ -35,7 +35,7 @@ def _num(v) -> str:
 class StageRule:
     """One stage's choices: its depths, its block types and the allowed values of each choice field.
 
-    The built-in fields have their keywords (mlp_ratios=, strip_widths=, grids=); a field registered
+    The built-in fields have their keywords (mlp_ratios=, strip_widths=, grids=, gld_ratios=, windows=); a field registered
     later takes its values from `values`, keyed by field name (values={"kernel": (3, 5)}), and reads as
     its rule attribute too (rule.kernels). A field given no values allows the vocabulary's default.
     """
@@ -45,6 +45,8 @@ class StageRule:
     mlp_ratios: tuple[float, ...] = MLP_RATIO.default
     strip_widths: tuple[int, ...] = STRIP_WIDTH.default
     grids: tuple[int, ...] = GRID.default
+    gld_ratios: tuple[float, ...] = GLD_RATIO.default
+    windows: tuple[int, ...] = WINDOWS.default
     values: Mapping[str, tuple] | tuple[tuple[str, tuple], ...] = ()
 
     def __post_init__(self):

@@ -28,6 +28,7 @@ class ChoiceField:
     default: tuple  # the allowed values of a StageRule that gives none
     tag: str  # the value's prefix in compact keys (latency tables): r4, s3, g2
     header: str = ""  # column header in space descriptions (nas.spaces); the name if empty
+    per_side: bool = False  # a count of parts per side of the stage's token grid (cells_per_side turns it into tokens)
 
 
 @dataclass(frozen=True)
@@ -121,18 +122,34 @@ def attention_sources() -> tuple[str, ...]:
 
 
 MLP_RATIO = register_choice_field(ChoiceField(
-    "mlp_ratio", short="mlp", label="MLP ratio", rule_attr="mlp_ratios", default=(4,), tag="r"))
+    "mlp_ratio", short="mlp", label="MLP ratio", rule_attr="mlp_ratios", default=(4,), tag="r",
+    header="mlp_ratio (hidden / width)"))
 STRIP_WIDTH = register_choice_field(ChoiceField(
     "strip_width", short="strip", label="strip width", rule_attr="strip_widths", default=(1, 3, 5, 7), tag="s"))
 GRID = register_choice_field(ChoiceField(
-    "grid", short="grid", label="super-token grid", rule_attr="grids", default=(1,), tag="g", header="grid (cell size)"))
+    "grid", short="grid", label="super tokens per side", rule_attr="grids", default=(7,), tag="g",
+    header="grid (super tokens per side)", per_side=True))
+GLD_RATIO = register_choice_field(ChoiceField(
+    "gld_ratio", short="gld", label="MAF global tokens per token", rule_attr="gld_ratios", default=(0.5,), tag="n",
+    header="gld_ratio (global / local tokens)"))
+WINDOWS = register_choice_field(ChoiceField(
+    "windows", short="win", label="MAF windows per side", rule_attr="windows", default=(8,), tag="w",
+    header="windows (per side)", per_side=True))
 
 register_block_type("mhsa", ("mlp_ratio",), attention_source=True)
 register_block_type("shared", ("mlp_ratio",), reuses_attention=True)
-register_block_type("maf", ("mlp_ratio",))
-register_block_type("strip", ("strip_width",))
-register_block_type("stoken", ("grid",))
+register_block_type("maf", ("mlp_ratio", "gld_ratio", "windows"))
+register_block_type("strip", ("strip_width", "mlp_ratio"))
+register_block_type("stoken", ("grid", "mlp_ratio"))
 
 register_merge("pool", "LN, 2x2 token pooling, linear to the next width")
 register_merge("conv", "strided 3x3 convolution, LN")
 register_merge("spm", "stepwise patch merging: multi-scale aggregation, guided local enhancement")
+
+
+def cells_per_side(side: int, per_side: int) -> int:
+    """The cell (or window) side, in tokens, that splits a `side` x `side` grid into about `per_side` x
+    `per_side` parts: round(side / per_side), at least 1. A scale-free choice (super tokens or windows per
+    side) becomes the same partition at every scale, as closely as whole tokens allow; the grid is padded
+    to whole cells when the cell does not divide it."""
+    return max(1, round(side / per_side))

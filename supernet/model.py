@@ -15,9 +15,10 @@ from torch import nn
 from timm.layers import trunc_normal_
 from timm.models import register_model
 
-from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_space
+from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_reference, get_space, load_arch, reference_names
 
 from .blocks import center_slice, make_block, make_merge, widest_layer
+from .calibration import recalibrated
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -167,7 +168,7 @@ class Supernet(nn.Module):
 
     Weights are shared per (stage, layer index, block type), built at each block type's widest layer;
     a smaller value of an elastic field (MLP ratio, strip width) runs on a slice of the widest weight,
-    a field that sets no weight (the super-token grid) is taken from the arch at run time.
+    a field that sets no weight (super tokens or MAF windows per side) is taken from the arch at run time.
     """
 
     def __init__(self, space: SearchSpace, scale: Scale | str = "target"):
@@ -220,9 +221,17 @@ class Supernet(nn.Module):
                 parts.insert(4, arch.stages[i][int(parts[3])].block)
         return ".".join(parts)
 
-    def extract(self, arch: Arch, drop_path_rate: float = 0.0) -> ArchNet:
-        """A standalone ArchNet holding copies of this path's weights (elastic sizes sliced)."""
+    def extract(self, arch: Arch, drop_path_rate: float = 0.0, calib=None) -> ArchNet:
+        """A standalone ArchNet holding copies of this path's weights (elastic sizes sliced).
+
+        `calib`: training batches (inputs, or (input, label) pairs) on which the path's BatchNorm statistics
+        are re-estimated before they are copied, as evaluation does (supernet.calibration); without it the
+        supernet's statistics, collected over all the paths it trained, are copied as they are.
+        """
         self.space.validate(arch)
+        if calib is not None:
+            with recalibrated(self, arch, calib):
+                return self.extract(arch, drop_path_rate)
         net = ArchNet(arch, self.scale, drop_path_rate=drop_path_rate)
         source = self.state_dict()
         state = {}
@@ -242,7 +251,8 @@ class Supernet(nn.Module):
 
 
 def resolve_arch(arch, space_name: str) -> Arch:
-    """An Arch from an Arch, a dict, a JSON string or a path to a JSON file, validated against the space."""
+    """An Arch from an Arch, a dict, JSON text, a reference of the space by name ("stvit_s" or
+    "psvit_ext:stvit_s") or a path to a JSON file, validated against the space."""
     space = get_space(space_name)
     if isinstance(arch, Arch):
         parsed = arch
@@ -250,17 +260,19 @@ def resolve_arch(arch, space_name: str) -> Arch:
         parsed = Arch.from_dict(arch)
     elif isinstance(arch, (str, Path)) and str(arch).lstrip().startswith("{"):
         parsed = Arch.from_json(str(arch))
+    elif isinstance(arch, str) and arch in reference_names(space_name):
+        parsed = get_reference(space_name, arch)
     elif isinstance(arch, (str, Path)):
-        parsed = Arch.load(arch)
+        parsed = load_arch(arch)
     else:
-        raise ArchError(f"arch must be an Arch, a dict, JSON text or a JSON file path; got {type(arch).__name__}")
+        raise ArchError(f"arch must be an Arch, a dict, JSON text, a reference name or a JSON file path; got {type(arch).__name__}")
     return space.validate(parsed)
 
 
 def create_arch_net(space_name: str, arch=None, scale: Scale | str = "target", img_size: int | None = None,
                     num_classes: int | None = None, in_chans: int | None = None, drop_path_rate: float = 0.0) -> ArchNet:
     if arch is None:
-        raise ArchError(f"timm.create_model({space_name!r}) needs arch=<Arch, dict, JSON text or JSON path>")
+        raise ArchError(f"timm.create_model({space_name!r}) needs arch=<Arch, dict, JSON text, reference name or JSON path>")
     space = get_space(space_name)
     scale = space.scale(scale).with_overrides(img_size=img_size, num_classes=num_classes, in_chans=in_chans)
     return ArchNet(resolve_arch(arch, space_name), scale, drop_path_rate=drop_path_rate)

@@ -35,7 +35,8 @@ def test_wrapped_record_is_accepted(space):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
         ('{"space": "psvit"}', "no 'stages' field"),
-        ('{"space": "psvit", "version": 9, "merges": [], "stages": []}', "version: 9 is not supported; allowed: 1"),
+        ('{"space": "psvit", "version": 9, "merges": [], "stages": []}', "version: 9 is not supported; allowed: 2"),
+        ('{"space": "psvit", "version": 1, "merges": [], "stages": []}', "version: 1 is not supported; allowed: 2 (version 1 files predate"),
         ('{"space": "psvit", "merges": [], "stages": [[{"block": "mhsa", "heads": 3}]]}', "unknown field 'heads'"),
     ],
 )

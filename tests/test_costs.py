@@ -3,6 +3,7 @@ import timm
 import torch
 
 from nas.measure.costs import arch_costs, count_macs
+from search_spaces import get_reference, reference_names
 from supernet import ArchNet
 
 N_ARCHS = 50
@@ -15,8 +16,8 @@ def _counted(model, img_size):
 def test_analytic_macs_equal_counted_at_target_scale(space):
     """Built on the meta device: the counter sees every op's shapes without spending time on arithmetic."""
     scale = space.target
-    for seed in range(N_ARCHS):
-        arch = space.sample(1000 + seed)
+    references = [get_reference(space.name, name) for name in reference_names(space.name)]
+    for seed, arch in [(seed, space.sample(1000 + seed)) for seed in range(N_ARCHS)] + list(zip(reference_names(space.name), references)):
         with torch.device("meta"):
             model = ArchNet(arch, scale)
         counted = _counted(model, scale.img_size)

@@ -119,9 +119,11 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, capsys, content):
 
 
 def test_predictor_tracks_measurement_on_tiny_models(tiny_predictor):
-    """Rank agreement on models whose latencies differ a lot (depth 6 vs 15 layers)."""
+    """Rank agreement on models whose latencies differ a lot: the shallowest and the deepest of 40 drawn choice by
+    choice (uniform samples are nearly all deep), e.g. 8 against 20 layers."""
     space, scale, pred = tiny_predictor
-    archs = sorted((space.sample(s) for s in range(40)), key=lambda a: sum(a.depths))
+    archs = sorted((space.sample_by_choice(s) for s in range(40)), key=lambda a: sum(a.depths))
+    assert sum(archs[-1].depths) - sum(archs[0].depths) >= 8
     pair = [archs[0], archs[-1]]
     measured = [measure_latency(ArchNet(a, scale), scale.img_size, device="cpu", warmup=2, min_repeats=15).median_ms for a in pair]
     assert (pred.predict(pair[0]) < pred.predict(pair[1])) == (measured[0] < measured[1])

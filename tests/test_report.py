@@ -17,10 +17,10 @@ from nas.reporting.choices import choice_statistics
 from nas.reporting.document import report_runs
 from nas.reporting.load import load_runs, load_trials
 
-ARCH_A = json.dumps({"space": "psvit_ext", "version": 1, "merges": ["pool"],
+ARCH_A = json.dumps({"space": "psvit_ext", "version": 2, "merges": ["pool"],
                      "stages": [[{"block": "strip", "strip_width": 3}], [{"block": "mhsa", "mlp_ratio": 2}, {"block": "shared", "mlp_ratio": 2}]]})
-ARCH_B = json.dumps({"space": "psvit_ext", "version": 1, "merges": ["spm"],
-                     "stages": [[{"block": "stoken", "grid": 4}], [{"block": "mhsa", "mlp_ratio": 4}]]})
+ARCH_B = json.dumps({"space": "psvit_ext", "version": 2, "merges": ["spm"],
+                     "stages": [[{"block": "stoken", "grid": 7}], [{"block": "mhsa", "mlp_ratio": 4}]]})
 FRONT = [0, 2, 6, 7, 8]
 
 
@@ -146,7 +146,7 @@ def test_choice_statistics_by_hand():
     assert table.loc[("blocks in stage 1", "mhsa"), "pareto"] == pytest.approx(50.0)
     assert table.loc[("shared-attention position", "stage 1, layer 1")].tolist() == pytest.approx([100.0, 100.0, 100.0])
     assert table.loc[("depth of stage 1", "2"), "all"] == pytest.approx(50.0)
-    assert np.isnan(table.loc[("super-token grid", "4"), "pareto"])  # no Pareto member has a super-token layer
+    assert np.isnan(table.loc[("super tokens per side", "7"), "pareto"])  # no Pareto member has a super-token layer
     assert table.loc[("MLP ratio", "2"), "all"] == pytest.approx(100 * 10 / 15)
 
 

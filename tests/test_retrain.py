@@ -1,5 +1,6 @@
 """nas.retrain on the tiny space (tests/tiny_space.py) and a toy data set: metrics, resume, --init
 supernet, export, --top K, and every bad input."""
+import itertools
 import json
 from dataclasses import replace
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import tiny_space  # noqa: F401  (registers tiny_ext)
 from conftest import ROOT, assert_user_error, run_module, toy_npz
 from nas.training.checkpoint import RETRAIN_KIND, load_checkpoint, save_checkpoint
 from nas.errors import RunFailed
+from nas.measure.evaluate import calibration_loader
 from nas.measure.costs import arch_costs
 from nas import runs
 from nas.retrain import main
@@ -127,8 +129,12 @@ def test_resume_continues_from_saved_epoch(tmp_path, run):
 
 
 def test_init_supernet_loads_exactly_the_extracted_weights(tmp_path, run):
-    trainer = Retrainer(_cfg(run, tmp_path / "rt", init="supernet", supernet=str(run.path / "supernet.pt")), log=lambda *_: None)
-    extracted = run.net.extract(run.best).eval()
+    """--init supernet: the weights Supernet.extract gives with BatchNorm recalibrated on the batches the search's
+    evaluation uses (the same data, seed and number of batches)."""
+    cfg = _cfg(run, tmp_path / "rt", init="supernet", supernet=str(run.path / "supernet.pt"))
+    trainer = Retrainer(cfg, log=lambda *_: None)
+    calib = itertools.islice(calibration_loader(trainer.bundle, cfg.seed), cfg.calib_batches)
+    extracted = run.net.extract(run.best, calib=calib).eval()
     model = trainer.model.eval()
     expected = extracted.state_dict()
     assert list(model.state_dict()) == list(expected)

@@ -40,7 +40,7 @@ def test_random_paths_follow_the_chosen_distribution(ext):
     legal = PathSampler(space, scale, "uniform", seed=0, dist="legal")
     shallow_choice = sum(by_choice.paths(0, s)[0].depths[2] == 3 for s in range(300))
     shallow_legal = sum(legal.paths(0, s)[0].depths[2] == 3 for s in range(300))
-    assert shallow_choice > 60 and shallow_legal == 0
+    assert shallow_choice > 20 and shallow_legal == 0  # by choice: 8 depths, about an eighth of 300 draws
 
 
 def test_stratified_spreads_paths_over_mac_bins(ext):

@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from search_spaces import Arch, ArchError, Layer
+from search_spaces import Arch, ArchError, Layer, get_reference, reference_names
 from supernet import ArchNet, Supernet
 from nas.measure.costs import arch_costs, count_params
 
@@ -25,8 +25,9 @@ def _randomize_norms(model):
 def test_extract_matches_supernet_params_and_timm(space, tiny, net):
     _randomize_norms(net)
     x = torch.randn(2, 3, tiny.img_size, tiny.img_size)
-    for seed in range(N_ARCHS):
-        arch = space.sample(seed)
+    references = [get_reference(space.name, name) for name in reference_names(space.name)]
+    assert references
+    for seed, arch in [(seed, space.sample(seed)) for seed in range(N_ARCHS)] + [(name, a) for name, a in zip(reference_names(space.name), references)]:
         sub = net.extract(arch).eval()
         with torch.no_grad():
             diff = (net(x, arch) - sub(x)).abs().max().item()
@@ -52,7 +53,8 @@ def _archs_covering_every_choice(space):
     archs = []
     for i, rule in enumerate(space.stages):
         for option in rule.options():
-            base = space.sample(len(archs))
+            # a sample whose stage i has at least two layers (a stage may be empty: psvit pools before any layer)
+            base = next(a for a in (space.sample(len(archs) + 1000 * k) for k in range(100)) if len(a.stages[i]) >= 2)
             stage = list(base.stages[i])
             if option.block == "shared":
                 stage[0] = Layer("mhsa", mlp_ratio=max(rule.mlp_ratios))

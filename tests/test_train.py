@@ -6,7 +6,8 @@ import torch
 from conftest import TINY, assert_user_error, run_main, toy_npz
 from nas.training.checkpoint import load_checkpoint
 from nas.errors import RunFailed, UserError
-from nas.measure.evaluate import evaluate, path_batchnorms
+from nas.measure.evaluate import evaluate
+from supernet.calibration import path_batchnorms
 from nas.training.supernet_trainer import TrainConfig, Trainer
 
 

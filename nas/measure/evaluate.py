@@ -1,23 +1,22 @@
 """Accuracy of one path of the supernet with inherited weights, and of a standalone model.
 
-BatchNorm statistics collected while training mixed paths do not fit any single path, so a path with
-BatchNorm is recalibrated first: its BN layers' statistics are reset and re-estimated (cumulative
-average) over a fixed number of training batches, in place, without copying the supernet; afterwards
-the supernet's own statistics are put back, so evaluating never changes the supernet.
+A path with BatchNorm is recalibrated first (supernet.calibration.recalibrated: its statistics
+re-estimated on training batches, in place, and put back afterwards), so evaluating never changes the
+supernet; `Supernet.extract(arch, calib=...)` recalibrates the same way, so an extracted model scores
+what the search scored.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
 from torch import nn
 
 from search_spaces import Arch
+from supernet.calibration import recalibrated
 
-
-def path_batchnorms(net, arch: Arch) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of the supernet modules that `net(x, arch)` runs."""
-    return [m for root in net.path_modules(arch) for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+from nas.data import make_loader
 
 
 def _device(net) -> torch.device:
@@ -49,27 +48,24 @@ def model_accuracy(model: nn.Module, loader, max_batches: int | None = None) -> 
         model.train(was_training)
 
 
+CALIBRATION_BATCH = 32
+
+
+def calibration_loader(bundle, seed: int):
+    """The training batches BatchNorm is recalibrated on, the same for the supernet trainer's validation,
+    the search's trials and `retrain --init supernet` given the same data and seed."""
+    return make_loader(bundle, "train", CALIBRATION_BATCH, seed=seed + 7, train=True)
+
+
 @torch.no_grad()
 def evaluate(net, arch: Arch, loader, calib_loader=None, calib_batches: int = 20, max_batches: int | None = None) -> float:
-    """Top-1 accuracy of `arch` with inherited weights on `loader`, BN recalibrated on `calib_loader`."""
+    """Top-1 accuracy of `arch` with inherited weights on `loader`, BN recalibrated on the first
+    `calib_batches` batches of `calib_loader` (supernet.calibration)."""
     was_training = net.training
     net.eval()
-    bns = path_batchnorms(net, arch) if calib_loader is not None and calib_batches > 0 else []
-    saved = [(bn, {k: v.clone() for k, v in bn.state_dict().items()}, bn.momentum) for bn in bns]
+    calibrate = calib_loader is not None and calib_batches > 0
     try:
-        if bns:
-            device = _device(net)
-            for bn in bns:
-                bn.reset_running_stats()
-                bn.momentum = None  # cumulative moving average over the calibration batches
-                bn.train()
-            for x, _ in itertools.islice(calib_loader, calib_batches):
-                net(x.to(device, non_blocking=True), arch)
-            for bn in bns:
-                bn.eval()
-        return accuracy(net, arch, loader, max_batches)
+        with recalibrated(net, arch, itertools.islice(calib_loader, calib_batches)) if calibrate else contextlib.nullcontext():
+            return accuracy(net, arch, loader, max_batches)
     finally:
-        for bn, state, momentum in saved:
-            bn.load_state_dict(state)
-            bn.momentum = momentum
         net.train(was_training)

@@ -27,6 +27,7 @@ def trial_payload(supernet_state: dict, bundle, settings: dict):
         from supernet import Supernet
 
         from nas.data import make_loader
+        from nas.measure.evaluate import calibration_loader
 
         load_space_file(settings.get("space_file"), settings.get("space_file_sha256"))
         space = get_space(settings["space"])
@@ -35,7 +36,7 @@ def trial_payload(supernet_state: dict, bundle, settings: dict):
         gpu = settings["gpus_per_trial"] > 0 and torch.cuda.is_available()
         net.eval().to("cuda" if gpu else "cpu")
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[key] = (net, make_loader(bundle, "val", 256), make_loader(bundle, "train", 32, seed=settings["seed"] + 7, train=True))
+        _WORKER_CACHE[key] = (net, make_loader(bundle, "val", 256), calibration_loader(bundle, settings["seed"]))
     return _WORKER_CACHE[key]
 
 

@@ -48,6 +48,7 @@ class RetrainConfig:
     amp: bool = _QUICK["amp"]
     init: str = "scratch"
     supernet: str | None = None
+    calib_batches: int = 10  # with init supernet: BatchNorm recalibrated as the search's trials were (the run's setting)
     out: str = ""
     resume: bool = False
     device: str = "auto"
@@ -70,6 +71,8 @@ class RetrainConfig:
             raise UserError(f"--mixup and --cutmix must be at least 0 (Beta-distribution alphas), got {self.mixup}, {self.cutmix}")
         if self.mixes and self.batch_size % 2:
             raise UserError(f"--batch-size {self.batch_size}: Mixup/CutMix pair images within a batch, so it must be even")
+        if self.calib_batches < 0:
+            raise UserError(f"calib_batches must be at least 0, got {self.calib_batches}")
         if self.model_ema and not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
 

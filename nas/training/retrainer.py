@@ -3,6 +3,7 @@ the weights it inherits from its supernet, then evaluated on the validation and 
 and optionally exported."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from search_spaces.atomic import write_text_atomic
 from nas.data import DataBundle, load_data, make_loader
 from nas.errors import UserError
 from nas.measure.costs import arch_costs
-from nas.measure.evaluate import model_accuracy
+from nas.measure.evaluate import calibration_loader, model_accuracy
 from nas.measure.export import export_model
 from nas.training.base import TrainerBase
 from nas.training.checkpoint import RETRAIN_KIND, supernet_from_checkpoint
@@ -28,13 +29,14 @@ METRICS = "metrics.json"
 ARCH = "arch.json"
 
 
-def inherited_weights(path: str, space_name: str, scale, arch: Arch) -> dict:
-    """The state dict of `arch`'s path in the supernet checkpoint at `path`, whose scale must be `scale`."""
+def inherited_weights(path: str, space_name: str, scale, arch: Arch, calib=None) -> dict:
+    """The state dict of `arch`'s path in the supernet checkpoint at `path`, whose scale must be `scale`;
+    BatchNorm recalibrated on the batches `calib` when given, as the search's evaluation does."""
     try:
         net, _ = supernet_from_checkpoint(path, space_name, scale)
     except UserError as e:
         raise UserError(f"--init supernet: {e}") from None
-    return net.extract(arch).state_dict()
+    return net.extract(arch, calib=calib).state_dict()
 
 
 class Retrainer(TrainerBase):
@@ -64,7 +66,8 @@ class Retrainer(TrainerBase):
         resume_state = self._resume_state()
         init_state = None
         if cfg.init == "supernet" and resume_state is None:
-            init_state = inherited_weights(cfg.supernet, self.space.name, self.scale, self.arch)
+            calib = itertools.islice(calibration_loader(self.bundle, cfg.seed), cfg.calib_batches)
+            init_state = inherited_weights(cfg.supernet, self.space.name, self.scale, self.arch, calib)
         random_seed(cfg.seed)  # torch, numpy and Python alike on every worker: the same initial weights everywhere
         model = timm.create_model(self.space.name, arch=self.arch, scale=self.scale, drop_path_rate=cfg.drop_path)
         if init_state is not None:
@@ -81,6 +84,8 @@ class Retrainer(TrainerBase):
         else:
             self.criterion = nn.CrossEntropyLoss()
         self._start_training(resume_state)
+        # what the inherited weights score before any training: the search's inherited accuracy, on the same split
+        self.init_val_acc = model_accuracy(self.model, self.val_loader) if init_state is not None else None
         self.setup_s = time.time() - t_start
 
     # ---------------------------------------------------------------- state beyond the base's
@@ -92,9 +97,11 @@ class Retrainer(TrainerBase):
         return ckpt
 
     def _extra_state(self) -> dict:
-        return {"arch": self.arch.to_dict(), "ema": self.ema.module.state_dict() if self.ema is not None else None}
+        return {"arch": self.arch.to_dict(), "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "init_val_acc": self.init_val_acc}
 
     def _restore_extra(self, ckpt: dict) -> None:
+        self.init_val_acc = ckpt.get("init_val_acc")
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
 
@@ -165,7 +172,8 @@ class Retrainer(TrainerBase):
         return {
             "space": self.space.name, "out": str(self.out),
             "val_acc": accs[which], "test_acc": test_acc,
-            "inherited_val_acc": cfg.source.get("inherited_acc"), "chance": 1.0 / self.scale.num_classes,
+            "inherited_val_acc": cfg.source.get("inherited_acc"), "init_val_acc": self.init_val_acc,
+            "chance": 1.0 / self.scale.num_classes,
             "weights": which, "val_acc_model": accs["model"], "val_acc_ema": accs.get("ema"),
             "macs": trained.macs, "params": trained.params, "scale": self.scale.to_dict(),
             "target_macs": at_target.macs, "target_params": at_target.params,

@@ -21,7 +21,7 @@ from search_spaces.atomic import write_text_atomic
 from nas.data import DataBundle, load_data, make_loader
 from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
-from nas.measure.evaluate import evaluate
+from nas.measure.evaluate import calibration_loader, evaluate
 from nas.training.base import TrainerBase, check_common_settings, new_out_dir
 from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
 
@@ -106,7 +106,7 @@ class Trainer(TrainerBase):
         resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
         self.model = self._on_device(Supernet(self.space, self.scale))
-        self.calib_loader = make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed + 1, train=True)
+        self.calib_loader = calibration_loader(self.bundle, cfg.seed)
         self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist)
         self._start_training(resume_state)
 
@@ -153,7 +153,8 @@ class Trainer(TrainerBase):
 
     def _validate(self) -> dict:
         cfg = self.cfg
-        return {"world": self.world, "paths_sha256": self._agreed_paths(),"val_acc_largest": evaluate(self.model, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches),
+        return {"world": self.world, "paths_sha256": self._agreed_paths(),
+                "val_acc_largest": evaluate(self.model, self.sampler.largest, self.val_loader, self.calib_loader, cfg.calib_batches),
                 "val_acc_smallest": evaluate(self.model, self.sampler.smallest, self.val_loader, self.calib_loader, cfg.calib_batches)}
 
     def _describe_validation(self, row: dict) -> str:

@@ -29,7 +29,8 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, attn=None):
+    def forward(self, x, attn=None, key_bias=None):
+        """`key_bias` (broadcast to (B, heads, N, N)) is added to the logits: -inf there masks a key."""
         B, N, C = x.shape
         if self.shared:
             if attn is None:
@@ -37,7 +38,8 @@ class Attention(nn.Module):
             v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         else:
             q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            logits = (q * self.scale) @ k.transpose(-2, -1)
+            attn = (logits if key_bias is None else logits + key_bias).softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(B, N, C)
         return self.proj(x), attn
 

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, trunc_normal_
 
+from search_spaces.vocabulary import cells_per_side
+
 from .attention import Attention
 from .elastic import ElasticMlp, hidden_features
 from .registry import register_block_module
@@ -19,37 +21,56 @@ def padded_side(side: int, window: int) -> int:
 
 
 class WindowAttention(nn.Module):
-    """MHSA inside non-overlapping windows of a (B, H, W, C) grid, zero-padded to whole windows."""
+    """MHSA inside non-overlapping window x window windows of a (B, H, W, C) grid. A grid the windows do not
+    divide is zero-padded to whole windows, and the padded positions are masked as keys."""
 
-    def __init__(self, dim: int, num_heads: int, window: int):
+    def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.window = window
         self.attn = Attention(dim, num_heads)
 
-    def forward(self, x):
+    def forward(self, x, window: int):
         B, H, W, C = x.shape
-        w = self.window
+        w = window
         Hp, Wp = padded_side(H, w), padded_side(W, w)
+        key_bias = None
         if (Hp, Wp) != (H, W):
             x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+            real = torch.zeros(Hp, Wp, dtype=torch.bool, device=x.device)
+            real[:H, :W] = True
+            real = real.reshape(Hp // w, w, Wp // w, w).permute(0, 2, 1, 3).reshape(-1, 1, 1, w * w)  # (windows, 1, 1, keys)
+            key_bias = torch.zeros(real.shape, dtype=x.dtype, device=x.device).masked_fill(~real, float("-inf"))
+            key_bias = key_bias.repeat(B, 1, 1, 1)
         x = x.reshape(B, Hp // w, w, Wp // w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, C)
-        x, _ = self.attn(x)
+        x, _ = self.attn(x, key_bias=key_bias)
         x = x.reshape(B, Hp // w, Wp // w, w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
         return x[:, :H, :W].contiguous()
 
+    @staticmethod
+    def cost(dim: int, side: int, window: int) -> tuple[int, int]:
+        macs, params = Attention.cost(window * window, dim)
+        return macs * (padded_side(side, window) // window) ** 2, params
+
+
+def gld_tokens(tokens: int, ratio: float) -> int:
+    return max(1, int(tokens * ratio))
+
 
 class GlobalDownsample(nn.Module):
-    """GLD: a fully connected layer along the token axis, L tokens -> ratio*L tokens, plus a position embedding."""
+    """GLD: a fully connected layer along the token axis, L tokens -> ratio*L tokens, plus a position
+    embedding. A smaller ratio runs on the first rows of the widest one's weight and embedding."""
 
     def __init__(self, dim: int, tokens: int, ratio: float):
         super().__init__()
-        self.out_tokens = max(1, int(tokens * ratio))
+        self.tokens = tokens
+        self.out_tokens = gld_tokens(tokens, ratio)
         self.fc = nn.Linear(tokens, self.out_tokens)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.out_tokens, dim))
         trunc_normal_(self.pos_embed, std=0.02)
 
-    def forward(self, x):  # (B, L, C) -> (B, ratio*L, C)
-        return self.fc(x.transpose(1, 2)).transpose(1, 2) + self.pos_embed
+    def forward(self, x, ratio: float | None = None):  # (B, L, C) -> (B, ratio*L, C)
+        m = self.out_tokens if ratio is None else gld_tokens(self.tokens, ratio)
+        y = F.linear(x.transpose(1, 2), self.fc.weight[:m], self.fc.bias[:m]).transpose(1, 2)
+        return y + self.pos_embed[:, :m]
 
 
 class CrossAttention(nn.Module):
@@ -71,12 +92,19 @@ class CrossAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
 
-@register_block_module("maf", elastic=("mlp_ratio",))
+@register_block_module("maf", elastic=("mlp_ratio", "gld_ratio"))
 class MafBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, side: int, mlp_ratio: float, window: int = 7, gld_ratio: float = 0.5, drop_path: float = 0.0):
+    """x + WindowAttention(LN(x)), x + MLP(LN(x)), then x + CrossAttention(LN(x), GLD(LN(x_in))).
+
+    The local windows split the stage's grid into `windows` x `windows` parts, whatever the scale
+    (search_spaces.vocabulary.cells_per_side); the GLD keeps `gld_ratio` of the stage's tokens.
+    """
+
+    def __init__(self, dim: int, num_heads: int, side: int, mlp_ratio: float, gld_ratio: float, windows: int, drop_path: float = 0.0):
         super().__init__()
+        self.side, self.windows = side, windows
         self.norm1 = nn.LayerNorm(dim)
-        self.local_attn = WindowAttention(dim, num_heads, window)
+        self.local_attn = WindowAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = ElasticMlp(dim, hidden_features(dim, mlp_ratio))
         self.norm_global = nn.LayerNorm(dim)
@@ -87,13 +115,14 @@ class MafBlock(nn.Module):
 
     @classmethod
     def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "MafBlock":
-        return cls(dim, num_heads, side, layer.mlp_ratio, scale.window_size, scale.gld_ratio, drop_path=drop_path)
+        return cls(dim, num_heads, side, layer.mlp_ratio, layer.gld_ratio, layer.windows, drop_path=drop_path)
 
     def forward(self, x, attn=None, layer=None):
         B, H, W, C = x.shape
         hidden = hidden_features(C, layer.mlp_ratio) if layer is not None else None
-        g = self.gld(self.norm_global(x).reshape(B, H * W, C))
-        x = x + self.drop_path(self.local_attn(self.norm1(x)))
+        windows = layer.windows if layer is not None else self.windows
+        g = self.gld(self.norm_global(x).reshape(B, H * W, C), layer.gld_ratio if layer is not None else None)
+        x = x + self.drop_path(self.local_attn(self.norm1(x), cells_per_side(self.side, windows)))
         t = x.reshape(B, H * W, C)
         t = t + self.drop_path(self.mlp(self.norm2(t), hidden))
         t = t + self.drop_path(self.fuse(self.norm3(t), g))
@@ -101,17 +130,13 @@ class MafBlock(nn.Module):
 
     @staticmethod
     def cost(dim: int, num_heads: int, side: int, layer, scale) -> tuple[int, int]:
-        c, n, w = dim, side * side, scale.window_size
-        n_pad = padded_side(side, w) ** 2
-        m = max(1, int(n * scale.gld_ratio))
-        hidden = hidden_features(c, layer.mlp_ratio)
-        wa_macs, wa_params = Attention.cost(w * w, c)
-        macs = wa_macs * (n_pad // (w * w))
-        mlp_macs, mlp_params = ElasticMlp.cost(n, c, hidden)
-        macs += mlp_macs
-        macs += c * n * m  # GLD along the token axis
-        macs += n * c * c + 2 * m * c * c + 2 * n * m * c + n * c * c  # q, kv, attention, proj
-        params = wa_params + mlp_params + 8 * c
+        c, n = dim, side * side
+        m = gld_tokens(n, layer.gld_ratio)
+        macs, params = WindowAttention.cost(c, side, cells_per_side(side, layer.windows))
+        mlp_macs, mlp_params = ElasticMlp.cost(n, c, hidden_features(c, layer.mlp_ratio))
+        macs += mlp_macs + c * n * m  # MLP, GLD along the token axis
+        macs += n * c * c + 2 * m * c * c + 2 * n * m * c + n * c * c  # cross attention: q, kv, QK^T and AV, proj
+        params += mlp_params + 8 * c  # MLP, four LayerNorms
         params += n * m + m + m * c  # GLD fc and position embedding
         params += 4 * (c * c + c)  # q, kv, proj
         return macs, params

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, GlobalResponseNormMlp, trunc_normal_
 
-from .elastic import center_slice
+from .elastic import center_slice, hidden_features
 from .registry import register_block_module
 
 
@@ -110,26 +110,45 @@ class StripTokenMixing(nn.Module):
         return self.out(torch.cat([self._cgsmm(a, strip_width), self._lsmm(b)], dim=1))
 
 
-@register_block_module("strip", elastic=("strip_width",))
+class ElasticGrnMlp(GlobalResponseNormMlp):
+    """timm's GRN MLP (ConvNeXt-V2 channel mixing) whose hidden width can be any prefix of the one it was
+    built with; GRN's weight and bias are sliced with it (GRN normalises over the hidden channels it is given)."""
+
+    def forward(self, x, hidden: int | None = None):
+        if hidden is None or hidden == self.fc1.out_features:
+            return super().forward(x)
+        x = self.act(F.linear(x, self.fc1.weight[:hidden], self.fc1.bias[:hidden]))
+        grn = self.grn
+        x_g = x.norm(p=2, dim=grn.spatial_dim, keepdim=True)
+        x_n = x_g / (x_g.mean(dim=grn.channel_dim, keepdim=True) + grn.eps)
+        x = x + torch.addcmul(grn.bias[:hidden].view(grn.wb_shape), grn.weight[:hidden].view(grn.wb_shape), x * x_n)
+        return F.linear(x, self.fc2.weight[:, :hidden], self.fc2.bias)
+
+
+@register_block_module("strip", elastic=("strip_width", "mlp_ratio"))
 class StripMlpBlock(nn.Module):
-    def __init__(self, dim: int, side: int, strip_width: int, drop_path: float = 0.0):
+    """x + TokenMixing(x), then x + ChannelMixing(x): depthwise 7x7, LN, GRN MLP of hidden width mlp_ratio x C
+    (Strip-MLP: 3C)."""
+
+    def __init__(self, dim: int, side: int, strip_width: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
         self.token_mixing = StripTokenMixing(dim, side, strip_width)
         self.channel_dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.channel_norm = nn.LayerNorm(dim)
-        self.channel_mlp = GlobalResponseNormMlp(dim, 3 * dim)
+        self.channel_mlp = ElasticGrnMlp(dim, hidden_features(dim, mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     @classmethod
     def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "StripMlpBlock":
-        return cls(dim, side, layer.strip_width, drop_path=drop_path)
+        return cls(dim, side, layer.strip_width, layer.mlp_ratio, drop_path=drop_path)
 
     def forward(self, x, attn=None, layer=None):
         strip_width = layer.strip_width if layer is not None else None
+        hidden = hidden_features(x.shape[-1], layer.mlp_ratio) if layer is not None else None
         x = x.permute(0, 3, 1, 2)
         x = x + self.drop_path(self.token_mixing(x, strip_width))
         y = self.channel_norm(self.channel_dw(x).permute(0, 2, 3, 1))
-        x = x.permute(0, 2, 3, 1) + self.drop_path(self.channel_mlp(y))
+        x = x.permute(0, 2, 3, 1) + self.drop_path(self.channel_mlp(y, hidden))
         return x, None
 
     @staticmethod
@@ -141,12 +160,13 @@ class StripMlpBlock(nn.Module):
         macs += 2 * n * (2 * h) * h  # the two fuse 1x1 convolutions
         macs += 2 * 21 * n * h + h * (h // 2) + (h // 2) * 3 * h  # LSMM strips and re-weighting MLP
         macs += n * c * c  # output 1x1
-        macs += 49 * n * c + 6 * n * c * c  # channel mixing
+        hidden = hidden_features(c, layer.mlp_ratio)
+        macs += 49 * n * c + 2 * n * c * hidden  # channel mixing
         params = 2 * c + 10 * c + c * c + c + 2 * c  # pre BN + dw, input 1x1 + BN
         params += 2 * (2 * side - 1) * h  # position tables
         params += 2 * (slots * side * side * s + slots * side)  # strip projections
         params += 2 * (2 * h * h) + 2 * h  # fuses + BN
         params += 2 * 21 * h + (h * (h // 2) + h // 2) + ((h // 2) * 3 * h + 3 * h)  # LSMM
         params += c * c  # output 1x1
-        params += 50 * c + 2 * c + (3 * c * c + 3 * c) + 2 * 3 * c + (3 * c * c + c)  # channel mixing
+        params += 50 * c + 2 * c + (c * hidden + hidden) + 2 * hidden + (hidden * c + c)  # channel mixing
         return macs, params

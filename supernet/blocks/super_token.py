@@ -1,9 +1,13 @@
 """Super-token attention block (STViT, CVPR 2023).
 
-Tokens are pooled into super tokens, one per grid x grid cell; one association step computes each
+Tokens are pooled into super tokens, one per cell x cell tokens; one association step computes each
 token's affinity to the 3x3 neighbouring super tokens (without gradient, as in STViT), super tokens
 are the affinity-weighted means of their tokens, MHSA runs among the super tokens, and the result is
-mapped back with the same affinities. Grid 1 is plain global MHSA among all tokens.
+mapped back with the same affinities. Cell 1 is plain global MHSA among all tokens.
+
+The choice (`grid`) is the number of super tokens per side; the cell size follows from the stage's token
+grid (search_spaces.vocabulary.cells_per_side), so an architecture partitions a stage alike at every
+scale: STViT-S's cells 8, 4, 1, 1 at 224x224 are 7, 7, 14, 7 super tokens per side.
 """
 from __future__ import annotations
 
@@ -14,18 +18,19 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath
 
+from search_spaces.vocabulary import cells_per_side
+
 from .attention import Attention
+from .elastic import hidden_features
 from .registry import register_block_module
 
 
 class SuperTokenAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, grid: int):
+    def __init__(self, dim: int, num_heads: int):
         super().__init__()
-        self.grid = grid
         self.attn = Attention(dim, num_heads)
 
-    def forward(self, x, grid: int | None = None):  # (B, H, W, C)
-        g = grid or self.grid
+    def forward(self, x, g: int):  # (B, H, W, C), cells of g x g tokens
         B, H, W, C = x.shape
         if g == 1:
             return self.attn(x.reshape(B, H * W, C))[0].reshape(B, H, W, C)
@@ -55,18 +60,19 @@ class SuperTokenAttention(nn.Module):
         return out[:, :H, :W].contiguous()
 
     @staticmethod
-    def cost(dim: int, side: int, grid: int) -> tuple[int, int]:
+    def cost(dim: int, side: int, cell: int) -> tuple[int, int]:
         c = dim
-        if grid == 1:
+        if cell == 1:
             return Attention.cost(side * side, c)
-        cells = math.ceil(side / grid)
-        n_pad, m = (cells * grid) ** 2, cells * cells
+        cells = math.ceil(side / cell)
+        n_pad, m = (cells * cell) ** 2, cells * cells
         a_macs, a_params = Attention.cost(m, c)
         return 27 * n_pad * c + a_macs, a_params
 
 
 class ConvFfn(nn.Module):
-    """1x1 expand, GELU, residual depthwise 3x3 on the hidden features, 1x1 project (NCHW)."""
+    """1x1 expand, GELU, residual depthwise 3x3 on the hidden features, 1x1 project (NCHW). A smaller
+    hidden width runs on the first channels of the widest one's weights."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -75,40 +81,53 @@ class ConvFfn(nn.Module):
         self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x):
-        x = self.act(self.fc1(x))
-        return self.fc2(x + self.dw(x))
+    def forward(self, x, hidden: int | None = None):
+        h = hidden or self.fc1.out_channels
+        if h == self.fc1.out_channels:
+            x = self.act(self.fc1(x))
+            return self.fc2(x + self.dw(x))
+        x = self.act(F.conv2d(x, self.fc1.weight[:h], self.fc1.bias[:h]))
+        x = x + F.conv2d(x, self.dw.weight[:h], self.dw.bias[:h], padding=1, groups=h)
+        return F.conv2d(x, self.fc2.weight[:, :h], self.fc2.bias)
+
+    @staticmethod
+    def cost(tokens: int, dim: int, hidden: int) -> tuple[int, int]:
+        return 2 * tokens * dim * hidden + 9 * tokens * hidden, 2 * dim * hidden + hidden + dim + 10 * hidden
 
 
-@register_block_module("stoken")
+@register_block_module("stoken", elastic=("mlp_ratio",))
 class SuperTokenBlock(nn.Module):
-    """x + DWConv3x3(x) (position encoding); x + STA(LN(x)); x + ConvFFN(BN(x)). Hidden width 4C as in STViT."""
+    """x + DWConv3x3(x) (position encoding); x + STA(LN(x)); x + ConvFFN(BN(x)), hidden width mlp_ratio x C
+    (STViT: 4C)."""
 
-    def __init__(self, dim: int, num_heads: int, grid: int, drop_path: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, side: int, grid: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
+        self.side, self.grid = side, grid
         self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SuperTokenAttention(dim, num_heads, grid)
+        self.attn = SuperTokenAttention(dim, num_heads)
         self.norm2 = nn.BatchNorm2d(dim)
-        self.ffn = ConvFfn(dim, 4 * dim)
+        self.ffn = ConvFfn(dim, hidden_features(dim, mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     @classmethod
     def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "SuperTokenBlock":
-        return cls(dim, num_heads, layer.grid, drop_path=drop_path)
+        return cls(dim, num_heads, side, layer.grid, layer.mlp_ratio, drop_path=drop_path)
 
     def forward(self, x, attn=None, layer=None):
-        grid = layer.grid if layer is not None else None
+        grid = layer.grid if layer is not None else self.grid
+        hidden = hidden_features(x.shape[-1], layer.mlp_ratio) if layer is not None else None
         x = x + self.pos(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn(self.norm1(x), grid))
+        x = x + self.drop_path(self.attn(self.norm1(x), cells_per_side(self.side, grid)))  # the built grid: a plain int when traced
         y = x.permute(0, 3, 1, 2)
-        y = y + self.drop_path(self.ffn(self.norm2(y)))
+        y = y + self.drop_path(self.ffn(self.norm2(y), hidden))
         return y.permute(0, 2, 3, 1), None
 
     @staticmethod
     def cost(dim: int, num_heads: int, side: int, layer, scale) -> tuple[int, int]:
         c, n = dim, side * side
-        a_macs, a_params = SuperTokenAttention.cost(c, side, layer.grid)
-        macs = 9 * n * c + a_macs + 8 * n * c * c + 36 * n * c
-        params = 10 * c + 2 * c + a_params + 2 * c + (4 * c * c + 4 * c) + 40 * c + (4 * c * c + c)
+        a_macs, a_params = SuperTokenAttention.cost(c, side, cells_per_side(side, layer.grid))
+        f_macs, f_params = ConvFfn.cost(n, c, hidden_features(c, layer.mlp_ratio))
+        macs = 9 * n * c + a_macs + f_macs
+        params = 10 * c + 2 * c + a_params + 2 * c + f_params  # position conv, LN, attention, BN, ConvFFN
         return macs, params
