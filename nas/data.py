@@ -63,6 +63,7 @@ class DataBundle:
             "name": self.name, "num_classes": self.num_classes, "img_size": self.img_size,
             "train": len(self.train), "val": len(self.val), "test": len(self.test) if self.test is not None else 0,
             "mean": list(self.mean), "std": list(self.std),
+            **{k: self.info[k] for k in ("split_seed", "val_fraction") if k in self.info},
         }
 
 
@@ -211,6 +212,7 @@ def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 
         check_auto_augment(auto_augment)
     bundle = _load(spec or "digits", img_size, seed, val_fraction, auto_augment)
     bundle.auto_augment = auto_augment
+    bundle.info.update(split_seed=seed, val_fraction=val_fraction)
     return bundle
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from search_spaces import Arch, ArchError, get_space, load_arch, load_space_file
+from search_spaces import Arch, ArchError, get_space, load_arch
 from search_spaces.references import is_reference_spec
 
 from nas import runs
@@ -177,17 +177,6 @@ def _check_resources(args) -> None:
         check_address(args.address)
 
 
-def _space_file(given: str | None, settings: dict, run: Path | None) -> str | None:
-    """Run the --space-file of this command line, if any; a run made with a space file needs it given again
-    (checked against the sha256 the run recorded): a run folder never names code to run."""
-    recorded = settings.get("space_file")
-    if recorded and not given:
-        raise UserError(f"run {run} searched space {settings.get('space')!r} from {recorded}; give that file again with "
-                        "--space-file (a run folder never runs code; the file's sha256 is checked)")
-    load_space_file(given, settings.get("space_file_sha256") if recorded else None)
-    return given
-
-
 def plan(args) -> list[RetrainConfig]:
     """One validated RetrainConfig per architecture; nothing is written."""
     _check_resources(args)
@@ -202,7 +191,7 @@ def plan(args) -> list[RetrainConfig]:
         run = runs.find_run(path, None if is_table else _read_json(path))
     config = runs.read_config(run, flag="run") if run is not None else {}
     settings = config.get("settings", {})
-    space_file = _space_file(args.space_file, settings, run)
+    space_file = runs.load_run_space_file(args.space_file, settings, run, "run")
     spaces = {c.arch.space for c in found}
     for c in found:
         try:
@@ -237,15 +226,17 @@ def plan(args) -> list[RetrainConfig]:
         held = [o for o in outs if (o / CHECKPOINT).exists()]
         if held:
             raise UserError(f"{held[0]} already holds a retrain checkpoint; pass --resume to continue it or choose another --out")
+    # the run's train/validation split, so that validation accuracy is measured where the search scored the architecture
+    split_seed, val_fraction = runs.data_split(config) if run is not None and not args.data and args.seed is None else (None, 0.1)
     cfgs = []
     for c, o in zip(found, outs):
         source = {"file": str(path), "run": str(run) if run else None, "trial": c.trial, "inherited_acc": c.inherited_acc}
         cfgs.append(RetrainConfig(
             space=c.arch.space, arch=c.arch.to_dict(), data=args.data or settings.get("data", "digits"),
-            seed=args.seed if args.seed is not None else settings.get("seed", 0), **scale, recipe=args.recipe, **knobs,
-            init=args.init, supernet=supernet, calib_batches=settings.get("calib_batches", 10), out=str(o), resume=args.resume and (len(found) == 1 or (o / CHECKPOINT).exists()),
-            device=args.device, threads=args.threads, export=parse_formats(args.export), latency=not args.no_latency,
-            space_file=space_file, source=source,
+            seed=args.seed if args.seed is not None else settings.get("seed", 0), split_seed=split_seed, val_fraction=val_fraction,
+            **scale, recipe=args.recipe, **knobs, init=args.init, supernet=supernet, calib_batches=settings.get("calib_batches", 10),
+            out=str(o), resume=args.resume and (len(found) == 1 or (o / CHECKPOINT).exists()), device=args.device, threads=args.threads,
+            export=parse_formats(args.export), latency=not args.no_latency, space_file=space_file, source=source,
         ))
     for cfg in cfgs:
         cfg.check()

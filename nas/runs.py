@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from search_spaces import file_sha256, get_space
+from search_spaces import file_sha256, get_space, load_space_file
 from search_spaces.atomic import write_text_atomic
 
 from nas.errors import UserError
@@ -23,6 +23,7 @@ RUN_KIND = "psvit-nas search"
 CONFIG = "config.json"
 JOURNAL = "optuna.journal"
 EVALUATIONS = "evaluations.jsonl"
+AUDIT = "audit"  # nas.audit's folder in a run: audit.csv, audit.json, audit.png, section.md (appended to report.md)
 RESULTS_ROOT = Path("results")
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
 OBJECTIVES = {"acc": ("acc", "max"), "flops": ("macs", "min"), "params": ("params", "min"), "latency": ("latency_ms", "min")}
@@ -40,6 +41,7 @@ class SearchSettings:
     trials: int = 100
     seed: int = 0
     data: str = "digits"
+    val_fraction: float = 0.1  # of the training images, held out as the validation split trials are scored on
     scale: str = "proxy"
     supernet: str | None = None
     epochs: int = 8
@@ -88,6 +90,7 @@ _RULES = {
     "trials": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "seed": (_integer, "an integer"),
     "data": (lambda v: isinstance(v, str) and v != "", "a data spec (digits, npz:PATH, folder:PATH, a timm name)"),
+    "val_fraction": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "scale": (lambda v: v in SCALES, ", ".join(SCALES)),
     "supernet": (lambda v: v is None or isinstance(v, str), "null or a checkpoint path"),
     "epochs": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
@@ -228,6 +231,29 @@ def find_run(path: Path, data) -> Path | None:
             if (candidate / CONFIG).is_file():
                 return candidate
     return None
+
+
+def load_run_space_file(given: str | None, settings: dict, run_dir, flag: str) -> str | None:
+    """Run the --space-file given on this command line for a run made with one: it must be given again (a run
+    folder never names code to run) and its sha256 must be the one the run recorded. Returns the file given."""
+    recorded = settings.get("space_file")
+    if recorded and not given:
+        raise UserError(f"{flag} {run_dir}: its space {settings.get('space')!r} came from {recorded}; give that file again with "
+                        "--space-file (a run folder never runs code; the file's sha256 is checked)")
+    load_space_file(given, settings.get("space_file_sha256") if recorded else None)
+    return given
+
+
+def data_split(config: dict) -> tuple[int, float]:
+    """(seed, validation fraction) of the train/validation split a run's trials were scored on."""
+    settings, data = config.get("settings", {}), config.get("data") or {}
+    return int(data.get("split_seed", settings.get("seed", 0))), float(data.get("val_fraction", settings.get("val_fraction", 0.1)))
+
+
+def audit_section(run_dir: Path) -> str | None:
+    """The markdown section nas.audit left for the run's report.md, if it audited the run."""
+    path = Path(run_dir) / AUDIT / "section.md"
+    return path.read_text() if path.is_file() else None
 
 
 def sha256(path: Path) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ def build_parser() -> Parser:
     p.add_argument("--trials", type=int, default=d.trials, help="architectures proposed (infeasible ones included)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--data", default=d.data, help="digits (default), npz:PATH, folder:PATH or a timm data set name")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="training images held out for scoring trials (default 0.1)")
     p.add_argument("--scale", default=d.scale, help="scale the supernet is trained at: proxy (default) or target")
     p.add_argument("--supernet", default=None, help="a trained supernet.pt (default: train one in the run folder)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="supernet training epochs when none is given")
@@ -84,6 +86,8 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--gpus-per-trial {args.gpus_per_trial}: no GPU is visible here; leave it at 0 or join a cluster with --address")
     if args.supernet and not Path(args.supernet).is_file():
         raise UserError(f"--supernet {args.supernet}: file does not exist")
+    if not 0 < args.val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     if args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     if args.concurrency < 0:
@@ -92,7 +96,7 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--strategy {args.strategy!r} is not known; allowed: {', '.join(STRATEGIES)}")
     settings = SearchSettings(
         space=space.name, flops=flops, params=params, latency_ms=latency, sampler=args.sampler, objectives=objectives,
-        trials=args.trials, seed=args.seed, data=args.data, scale=args.scale, supernet=args.supernet, epochs=args.epochs,
+        trials=args.trials, seed=args.seed, data=args.data, val_fraction=args.val_fraction, scale=args.scale, supernet=args.supernet, epochs=args.epochs,
         strategy=args.strategy, address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency, space_file=str(Path(args.space_file).resolve()) if args.space_file else None,
         space_file_sha256=space_file_sha256,
@@ -169,10 +173,7 @@ def resume_settings(args, parser: Parser) -> SearchSettings | None:
         raise UserError(f"--resume continues a run with the settings it recorded; {given[0]} cannot be changed "
                         "(allowed with --resume: --trials N to extend the search, --space-file for a run of a custom space)")
     if settings.space_file:
-        if not args.space_file:
-            raise UserError(f"--resume {run_dir}: its space {settings.space!r} came from {settings.space_file}; give that file "
-                            "again with --space-file (a run folder never runs code; the file's sha256 is checked)")
-        load_space_file(args.space_file, settings.space_file_sha256)
+        runs.load_run_space_file(args.space_file, asdict(settings), run_dir, "--resume")
     elif args.space_file:
         raise UserError(f"--space-file: run {run_dir} searched the built-in space {settings.space!r} and needs no space file")
     if args.trials != parser.get_default("trials"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, run_main, toy_npz
+from conftest import assert_user_error, run_main, toy_npz
 
 PWNED = "pwned-marker"
 

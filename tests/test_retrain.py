@@ -133,7 +133,7 @@ def test_init_supernet_loads_exactly_the_extracted_weights(tmp_path, run):
     evaluation uses (the same data, seed and number of batches)."""
     cfg = _cfg(run, tmp_path / "rt", init="supernet", supernet=str(run.path / "supernet.pt"))
     trainer = Retrainer(cfg, log=lambda *_: None)
-    calib = itertools.islice(calibration_loader(trainer.bundle, cfg.seed), cfg.calib_batches)
+    calib = itertools.islice(calibration_loader(trainer.bundle), cfg.calib_batches)
     extracted = run.net.extract(run.best, calib=calib).eval()
     model = trainer.model.eval()
     expected = extracted.state_dict()

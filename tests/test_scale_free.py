@@ -2,8 +2,6 @@
 table of docs/search_spaces.md against the built modules, padded keys masked, the budget fraction, the
 rule texts against the cost model, and an extracted model that scores what the search scored."""
 import itertools
-import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -105,7 +103,7 @@ def test_rule_texts_state_the_cost_model_figures():
 def test_extracted_model_scores_the_inherited_accuracy(tmp_path):
     """Supernet.extract(arch, calib=...) recalibrates BatchNorm as evaluate() does: on the same batches the
     extracted model's validation accuracy is the inherited accuracy, and its logits are the path's."""
-    from nas.data import load_data, make_loader
+    from nas.data import make_loader
     from nas.measure.evaluate import calibration_loader, evaluate, model_accuracy
     from nas.training.supernet_trainer import TrainConfig, Trainer
 
@@ -118,8 +116,8 @@ def test_extracted_model_scores_the_inherited_accuracy(tmp_path):
     archs = [a for a in (trainer.space.sample(s) for s in range(40)) if any(l.block in ("stoken", "strip") for _, _, l in a.layers())][:3]
     assert archs
     for arch in archs:
-        inherited = evaluate(net, arch, val, calibration_loader(bundle, 0), calib_batches=3)
-        model = net.extract(arch, calib=itertools.islice(calibration_loader(bundle, 0), 3)).eval()
+        inherited = evaluate(net, arch, val, calibration_loader(bundle), calib_batches=3)
+        model = net.extract(arch, calib=itertools.islice(calibration_loader(bundle), 3)).eval()
         assert model_accuracy(model, val) == inherited
         plain = net.extract(arch).eval()  # the supernet's mixed statistics: another model
         x = next(iter(val))[0]

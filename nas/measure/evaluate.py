@@ -51,10 +51,10 @@ def model_accuracy(model: nn.Module, loader, max_batches: int | None = None) -> 
 CALIBRATION_BATCH = 32
 
 
-def calibration_loader(bundle, seed: int):
-    """The training batches BatchNorm is recalibrated on, the same for the supernet trainer's validation,
-    the search's trials and `retrain --init supernet` given the same data and seed."""
-    return make_loader(bundle, "train", CALIBRATION_BATCH, seed=seed + 7, train=True)
+def calibration_loader(bundle):
+    """The training batches BatchNorm is recalibrated on: the same for the supernet trainer's validation, the
+    search's trials, `retrain --init supernet` and the audit, given the same data and split."""
+    return make_loader(bundle, "train", CALIBRATION_BATCH, seed=bundle.info.get("split_seed", 0) + 7, train=True)
 
 
 @torch.no_grad()

@@ -11,7 +11,6 @@ import pandas as pd
 from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
 from nas import runs
-from nas.errors import UserError
 from nas.reporting.analysis import (LATENCY, MACS, CostAxis, best_per_bin, evaluated_feasible, has_cost, hypervolume_curve,
                                    pareto_front, reference_cost, runs_of, runs_with, stored_pareto_mismatch)
 from nas.reporting.choices import arch_summary, choice_statistics
@@ -207,7 +206,8 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> Pa
         write_bytes_atomic(out / name, data)
     for stale in (name for name in REPORT_FILES if name not in report.files):
         (out / stale).unlink(missing_ok=True)
-    write_text_atomic(out / "report.md", report.markdown)
+    audit = runs.audit_section(run_dirs[0]) if len(run_dirs) == 1 and out.resolve() == Path(run_dirs[0]).resolve() else None
+    write_text_atomic(out / "report.md", report.markdown + (f"\n{audit}" if audit else ""))
     return out / "report.md"
 
 

@@ -100,3 +100,22 @@ def choices_figure(table: pd.DataFrame, bars: dict[str, str], title: str) -> Fig
     fig.legend(handles, names, loc="outside upper right")
     fig.suptitle(title)
     return fig
+
+
+def audit_figure(rows: pd.DataFrame, tau: float, macs_tau: float) -> Figure:
+    """One point per audited architecture: inherited (supernet) accuracy against standalone accuracy, the run's
+    Pareto members marked, seed-to-seed spread as error bars where an architecture has several seeds."""
+    fig = Figure(figsize=(7, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    for pareto, style in ((False, dict(marker="o", color="C0", label="stratified over MACs")),
+                          (True, dict(marker="*", s=140, color="C3", label="Pareto members of the run"))):
+        part = rows[rows["is_pareto"] == pareto]
+        if len(part):
+            ax.errorbar(part["inherited_acc"], part["standalone_acc"], yerr=part["standalone_std"].fillna(0), ls="none", color=style["color"],
+                        alpha=0.5, capsize=2)
+            ax.scatter(part["inherited_acc"], part["standalone_acc"], zorder=3, **style)
+    ax.set(xlabel="inherited accuracy (supernet weights, BN recalibrated)", ylabel="standalone accuracy (trained alone)",
+           title=f"Ranking audit: Kendall tau {tau:.2f} (MACs alone: {macs_tau:.2f})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    return fig

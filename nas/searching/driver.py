@@ -145,7 +145,7 @@ def check_inputs(settings: SearchSettings):
 
     space = get_space(settings.space)
     if not settings.supernet:
-        tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, seed=settings.seed)
+        tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, seed=settings.seed, val_fraction=settings.val_fraction)
         bundle = load_data(settings.data, img_size=data_img_size(tc), seed=settings.seed, val_fraction=tc.val_fraction)
         resolve_scale(tc, bundle)
         return bundle, None
@@ -175,7 +175,7 @@ def prepare_supernet(settings: SearchSettings, run_dir: Path, bundle, supernet_s
         return supernet_state, Path(settings.supernet)
     path = run_dir / "supernet.pt"
     tc = TrainConfig(space=settings.space, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
-                     seed=settings.seed, out=str(run_dir))
+                     seed=settings.seed, val_fraction=settings.val_fraction, out=str(run_dir))
     done = False
     if path.exists():
         done = int(load_checkpoint(path)["epoch"]) >= settings.epochs

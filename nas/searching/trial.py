@@ -36,7 +36,7 @@ def trial_payload(supernet_state: dict, bundle, settings: dict):
         gpu = settings["gpus_per_trial"] > 0 and torch.cuda.is_available()
         net.eval().to("cuda" if gpu else "cpu")
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[key] = (net, make_loader(bundle, "val", 256), calibration_loader(bundle, settings["seed"]))
+        _WORKER_CACHE[key] = (net, make_loader(bundle, "val", 256), calibration_loader(bundle))
     return _WORKER_CACHE[key]
 
 

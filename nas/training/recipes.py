@@ -27,6 +27,7 @@ class RetrainConfig:
     arch: dict
     data: str = "digits"
     seed: int = 0
+    split_seed: int | None = None  # seeds the train/validation split when it must differ from `seed` (None: seed)
     scale: str = "proxy"
     custom_scale: dict | None = None  # a Scale as a dict (the search run's supernet scale), overriding `scale`
     val_fraction: float = 0.1

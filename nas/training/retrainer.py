@@ -60,13 +60,14 @@ class Retrainer(TrainerBase):
         self._setup(cfg, log, on_epoch_end)
         self.space = get_space(cfg.space)
         self.arch = self.space.validate(Arch.from_dict(cfg.arch))
-        self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction,
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=split_seed, val_fraction=cfg.val_fraction,
                                           auto_augment=cfg.aa)
         self.scale = resolve_scale(cfg, self.bundle)
         resume_state = self._resume_state()
         init_state = None
         if cfg.init == "supernet" and resume_state is None:
-            calib = itertools.islice(calibration_loader(self.bundle, cfg.seed), cfg.calib_batches)
+            calib = itertools.islice(calibration_loader(self.bundle), cfg.calib_batches)
             init_state = inherited_weights(cfg.supernet, self.space.name, self.scale, self.arch, calib)
         random_seed(cfg.seed)  # torch, numpy and Python alike on every worker: the same initial weights everywhere
         model = timm.create_model(self.space.name, arch=self.arch, scale=self.scale, drop_path_rate=cfg.drop_path)
@@ -181,7 +182,7 @@ class Retrainer(TrainerBase):
             "latency_ms": latency.median_ms if latency else None,
             "latency": {**asdict(latency), "img_size": target.img_size, "scale": "target"} if latency else None,
             "epochs": self.epoch, "train_time_s": sum(r["epoch_time_s"] for r in self.history),
-            "wall_time_s": self.setup_s + time.time() - self.t_run, "seed": cfg.seed, "init": cfg.init,
+            "wall_time_s": self.setup_s + time.time() - self.t_run, "seed": cfg.seed, "split_seed": cfg.split_seed, "init": cfg.init,
             "supernet": cfg.supernet if cfg.init == "supernet" else None,
             "arch": self.arch.to_dict(), "source": cfg.source,
             "data": {"spec": cfg.data, "val_fraction": cfg.val_fraction, **self.bundle.describe()},

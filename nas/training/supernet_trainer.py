@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from search_spaces import Scale, get_space
 from search_spaces.atomic import write_text_atomic
 
-from nas.data import DataBundle, load_data, make_loader
+from nas.data import DataBundle, load_data
 from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
 from nas.measure.evaluate import calibration_loader, evaluate
@@ -106,7 +106,7 @@ class Trainer(TrainerBase):
         resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
         self.model = self._on_device(Supernet(self.space, self.scale))
-        self.calib_loader = calibration_loader(self.bundle, cfg.seed)
+        self.calib_loader = calibration_loader(self.bundle)
         self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist)
         self._start_training(resume_state)
 

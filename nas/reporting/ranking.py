@@ -1,0 +1,41 @@
+"""How well one score ranks architectures against another: rank correlations with bootstrap intervals,
+and the seed-to-seed spread of a ground truth against the spread between architectures."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def correlation(statistic: str, a, b, resamples: int = 2000, seed: int = 0) -> dict:
+    """Kendall tau ('kendall') or Spearman rho ('spearman') of (a, b), with a 90% bootstrap interval over the
+    pairs (percentiles 5 and 95 of `resamples` resamples; resamples with a constant side are skipped)."""
+    fn = {"kendall": stats.kendalltau, "spearman": stats.spearmanr}[statistic]
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    idx = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        value = float(fn(a, b).statistic)
+        boot = np.array([fn(a[i], b[i]).statistic for i in idx])
+    boot = boot[np.isfinite(boot)]
+    lo, hi = (float(v) for v in np.percentile(boot, [5, 95])) if len(boot) else (float("nan"), float("nan"))
+    return {"value": value, "ci90": [lo, hi]}
+
+
+def seed_spread(runs: pd.DataFrame) -> dict:
+    """From standalone runs (columns arch_id, seed, standalone_acc): the seed-to-seed standard deviation
+    (pooled over the architectures trained with more than one seed) against the standard deviation of the
+    per-architecture means, and their ratio (small: the ground truth can rank the architectures)."""
+    means = runs.groupby("arch_id")["standalone_acc"].mean()
+    repeated = runs.groupby("arch_id").filter(lambda g: len(g) > 1)
+    if repeated.empty:
+        within = float("nan")
+    else:
+        dev = repeated.groupby("arch_id")["standalone_acc"].transform("mean")
+        dof = len(repeated) - repeated["arch_id"].nunique()
+        within = float(np.sqrt(((repeated["standalone_acc"] - dev) ** 2).sum() / dof))
+    between = float(means.std(ddof=1)) if len(means) > 1 else float("nan")
+    return {"seed_std": within, "between_arch_std": between, "ratio": within / between if between else float("nan"),
+            "archs_with_seeds": int(repeated["arch_id"].nunique()), "runs_with_seeds": int(len(repeated))}

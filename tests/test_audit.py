@@ -1,0 +1,68 @@
+"""nas.audit on a finished tiny search: its table, plot and report section; a killed audit resumes
+without training again what it finished; bad input is one line."""
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, assert_user_error, kill_at_line, run_main, run_module, toy_npz
+from nas import runs
+from nas.runs import SearchSettings
+from nas.reporting.ranking import correlation, seed_spread
+
+SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
+
+
+def test_correlation_and_spread_by_hand():
+    r = correlation("kendall", [1, 2, 3, 4], [1, 3, 2, 4], resamples=200)
+    assert r["value"] == pytest.approx(4 / 6) and r["ci90"][0] <= r["value"] <= r["ci90"][1]
+    assert correlation("spearman", [1, 2, 3], [3, 2, 1], resamples=50)["value"] == pytest.approx(-1.0)
+    runs_ = pd.DataFrame({"arch_id": ["a", "a", "b", "b", "c"], "seed": [0, 1, 0, 1, 0], "standalone_acc": [0.5, 0.7, 0.2, 0.2, 0.9]})
+    s = seed_spread(runs_)
+    # within: deviations (-0.1, 0.1, 0, 0) over 4 - 2 dof -> sqrt(0.02 / 2) = 0.1; between: std of means (0.6, 0.2, 0.9)
+    assert s["seed_std"] == pytest.approx(0.1) and s["between_arch_std"] == pytest.approx(pd.Series([0.6, 0.2, 0.9]).std())
+    assert (s["archs_with_seeds"], s["runs_with_seeds"]) == (2, 4)
+
+
+def test_bad_input(tmp_path):
+    assert_user_error(run_main("nas.audit", str(tmp_path)), "not a search run (no config.json)")
+    assert_user_error(run_main("nas.audit", str(tmp_path), "--archs", "1"), "--archs must be at least 3")
+    assert_user_error(run_main("nas.audit", str(tmp_path / "nope")), "does not exist")
+    run = tmp_path / "run"
+    run.mkdir()
+    runs.write_config(SearchSettings(space="psvit_ext", flops=4.5e9, trials=5, run_dir=str(run)), run, {"supernet": str(run / "gone.pt")})
+    assert_user_error(run_main("nas.audit", str(run)), "the run has no supernet checkpoint")
+    assert not (run / "audit").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    t = tmp_path_factory.mktemp("audit")
+    data = toy_npz(t / "toy.npz", n_train=120, n_test=30)
+    run = t / "run"
+    proc = run_module("nas.search", "--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", "10G", "--trials", "12", "--epochs", "1",
+                      "--data", data, "--out", str(run), cwd=t)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run
+
+
+@pytest.mark.slow
+def test_audit_writes_its_table_plot_and_section_and_resumes_after_a_kill(finished_run):
+    run = finished_run
+    args = ["nas.audit", str(run), "--archs", "4", "--epochs", "1", "--spread-archs", "2", "--spread-seeds", "2", "--space-file", SPACE_FILE]
+    kill_at_line(args, "standalone 2/", run.parent)  # two trainings finished, then SIGKILL
+    kept = sorted(p.parent.name for p in (run / "audit" / "standalone").glob("*/metrics.json"))
+    assert len(kept) == 2 and not (run / "audit" / "audit.csv").exists()
+    proc = run_module(*args, cwd=run.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "standalone: 2 of 6 trainings finished before, kept" in proc.stdout
+    assert sum(line.startswith("standalone ") and "seed" in line for line in proc.stdout.splitlines()) == 4  # only the 4 left
+    rows = pd.read_csv(run / "audit" / "audit.csv")
+    assert len(rows) == 4 and rows["arch_id"].is_unique and rows["is_pareto"].any()
+    assert sorted(rows["seeds"]) == [1, 1, 2, 2] and rows["inherited_acc"].between(0, 1).all()
+    result = json.loads((run / "audit" / "audit.json").read_text())
+    assert result["n"] == 4 and -1 <= result["kendall_tau"]["value"] <= 1 and result["spread"]["runs_with_seeds"] == 4
+    assert (run / "audit" / "audit.png").stat().st_size > 1000
+    report = (run / "report.md").read_text()
+    assert "## Ranking audit" in report and "audit/audit.png" in report and report.count("## Ranking audit") == 1
+    assert proc.stdout.strip().splitlines()[-1].startswith("n=4 kendall_tau=")
