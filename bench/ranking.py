@@ -23,11 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from nas import audit, search
 from nas.cli import Parser, run_cli
-from nas.errors import UserError
+from search_bench import subset_npz
 
 
 def build_parser() -> Parser:
@@ -47,19 +45,6 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="default results/ranking-<time>")
     return p
-
-
-def subset_npz(spec: str, n: int, seed: int, out: Path) -> str:
-    """The npz with a seeded subset of `n` training images (all of them if n is 0 or more than there are)."""
-    if not spec.startswith("npz:"):
-        raise UserError(f"--data {spec!r}: the benchmark takes npz:PATH")
-    arrays = dict(np.load(spec[4:], allow_pickle=False))
-    if 0 < n < len(arrays["x_train"]):
-        keep = np.sort(np.random.default_rng(seed).permutation(len(arrays["x_train"]))[:n])
-        arrays["x_train"], arrays["y_train"] = arrays["x_train"][keep], arrays["y_train"][keep]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
-    return f"npz:{out}"
 
 
 @run_cli

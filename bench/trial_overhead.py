@@ -1,7 +1,7 @@
 """Ray Tune's cost per trial: wall time of a trial through the search against the same evaluation called directly.
 
     python bench/trial_overhead.py [--space psvit_ext] [--flops 4.5G] [--data digits] [--supernet PATH]
-        [--trials 40] [--cpus-per-trial 1] [--concurrency 0] [--out results/trial-overhead-<time>]
+        [--trials 40] [--cpus-per-trial 1] [--gpus-per-trial G] [--concurrency 0] [--out results/trial-overhead-<time>]
 
 A real search (nas.search.search: Ray Tune Tuner, OptunaSearch with TPE, the MAC limit) runs --trials
 trials on a trained supernet with the default evaluation size (the whole validation split at batch 256,
@@ -14,7 +14,7 @@ trial:
   way back and the sampler's bookkeeping are all inside);
 - direct: in this process, the same architecture evaluated by the same code the worker runs
   (nas.searching.trial.trial_payload, nas.measure.evaluate.evaluate) with the same thread count (--cpus-per-trial),
-  one at a time.
+  on the device the trials used (the GPU where CUDA is visible, as the search decides by default), one at a time.
 
 This VM's speed drifts by up to 20% over minutes, so the two are measured in the order search, direct,
 direct, search: the second search repeats the first (same seed, so the same proposals) and a linear
@@ -31,6 +31,7 @@ two direct passes ~40 s each: ~4 min.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -61,6 +62,7 @@ def build_parser() -> Parser:
     p.add_argument("--supernet", default=None, help="a trained supernet.pt (default: train one for 1 epoch into <out>/supernet)")
     p.add_argument("--trials", type=int, default=40)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPU share per trial (default: as the search decides)")
     p.add_argument("--concurrency", type=int, default=0, help="trials at once (0: as the search does by default)")
     p.add_argument("--out", default=None)
     return p
@@ -101,12 +103,14 @@ def main(argv=None) -> int:
         raise UserError("--trials must be at least 2, --cpus-per-trial at least 1, --concurrency at least 0")
     out, supernet = prepare(args, space, flops, "trial-overhead", epochs=1)
     settings = SearchSettings(space=space.name, flops=flops, trials=args.trials, data=args.data, supernet=supernet,
-                              cpus_per_trial=args.cpus_per_trial, concurrency=args.concurrency)
+                              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, concurrency=args.concurrency)
     first = run_search(settings, out / "search-1")
     bundle, supernet_state = check_inputs(settings)
     threads = max(1, int(args.cpus_per_trial))
     torch.set_num_threads(threads)
-    net, val_loader, calib_loader = trial_payload(supernet_state, bundle, asdict(settings))
+    devices = json.loads((out / "search-1" / "config.json").read_text())["devices"]  # where the search put its trials
+    print(f"trials ran on {devices['trials_on']} ({devices['gpus_per_trial']:g} GPU each); direct evaluation there too", flush=True)
+    net, val_loader, calib_loader = trial_payload(supernet_state, bundle, {**asdict(settings), "gpus_per_trial": devices["gpus_per_trial"]})
     evaluate(net, Arch.from_json(first["arch"][0]), val_loader, calib_loader, settings.calib_batches)  # warm-up
     direct = [direct_times(net, first["arch"], val_loader, calib_loader, settings.calib_batches, f"direct pass {k}") for k in (1, 2)]
     second = run_search(settings, out / "search-2")

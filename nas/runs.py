@@ -49,7 +49,7 @@ class SearchSettings:
     calib_batches: int = 10
     address: str | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = None  # None: a share of a local GPU chosen from its free memory, else 0 (CPU)
     concurrency: int = 0  # 0: as many as the resources allow
     run_dir: str = ""
     space_file: str | None = None
@@ -98,7 +98,7 @@ _RULES = {
     "calib_batches": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "address": (lambda v: v is None or isinstance(v, str), "null or a Ray address"),
     "cpus_per_trial": (lambda v: _number(v) and v > 0, "a positive number"),
-    "gpus_per_trial": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "gpus_per_trial": (lambda v: v is None or (_number(v) and v >= 0), "null (chosen from free GPU memory) or a number >= 0"),
     "concurrency": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "run_dir": (lambda v: isinstance(v, str), "a folder path"),
     "space_file": (lambda v: v is None or isinstance(v, str), "null or a file path"),

@@ -26,6 +26,7 @@ from nas.errors import UserError
 from nas.measure.costs import arch_costs, extreme_arch
 from nas.measure.latency import resolve_device
 from nas.runs import OBJECTIVES, SAMPLERS, SearchSettings
+from nas.searching.devices import devices_line
 from nas.searching.driver import check_inputs
 from nas.training.sampling import STRATEGIES
 from nas.units import parse_count, parse_latency_ms
@@ -54,7 +55,8 @@ def build_parser() -> Parser:
     p.add_argument("--strategy", default=d.strategy, help="supernet path sampling: sandwich, uniform, stratified")
     p.add_argument("--address", default=None, help="Ray cluster to join (e.g. auto); default: a private local instance")
     p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
-    p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
+    p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,
+                   help="GPU share of a trial (default: where CUDA is visible, as many trials per GPU as its free memory holds; else 0)")
     p.add_argument("--concurrency", type=int, default=0, help="trials at once (default: what the resources allow)")
     p.add_argument("--out", default=None, help="run folder (default results/<space>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the search in this run folder")
@@ -80,9 +82,9 @@ def settings_from_args(args) -> SearchSettings:
     resolve_device(args.device)
     if args.scale not in ("proxy", "target"):
         raise UserError(f"--scale {args.scale!r} is not known; allowed: proxy, target")
-    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise UserError("--cpus-per-trial must be positive and --gpus-per-trial at least 0")
-    if args.gpus_per_trial > 0 and not args.address and not torch.cuda.is_available():
+    if args.gpus_per_trial and not args.address and not torch.cuda.is_available():
         raise UserError(f"--gpus-per-trial {args.gpus_per_trial}: no GPU is visible here; leave it at 0 or join a cluster with --address")
     if args.supernet and not Path(args.supernet).is_file():
         raise UserError(f"--supernet {args.supernet}: file does not exist")
@@ -120,7 +122,8 @@ def latency_predictor(settings: SearchSettings):
 
 
 def check_reachable(settings: SearchSettings, predictor=None) -> None:
-    """A limit below the space's cheapest architecture is reported now, not after a fruitless search."""
+    """A limit below the space's cheapest architecture is reported now, not after a fruitless search (the
+    latency limit once the predictor is there)."""
     space = get_space(settings.space)
     target = space.target
     for key, limit, flag, unit, scale in (("macs", settings.flops, "--flops", "G MACs", 1e9), ("params", settings.params, "--params", "M params", 1e6)):
@@ -131,7 +134,7 @@ def check_reachable(settings: SearchSettings, predictor=None) -> None:
         if least > limit:
             raise UserError(f"{flag} {limit / scale:g}{unit[0]}: no architecture of {space.name} fits; the smallest has "
                             f"{least / scale:.2f}{unit} at the target scale ({target.img_size}x{target.img_size})")
-    if settings.latency_ms is not None:
+    if settings.latency_ms is not None and predictor is not None:
         fastest = predictor.predict(predictor.fastest(space))
         if fastest > settings.latency_ms:
             raise UserError(f"--latency {settings.latency_ms:g}ms: no architecture of {space.name} is predicted to fit on "
@@ -143,19 +146,23 @@ def check_reachable(settings: SearchSettings, predictor=None) -> None:
 def search(settings: SearchSettings, run_dir: Path, predictor=None, inputs=None) -> dict:
     """Supernet (given or trained), trials, result files; the summary of the results.
     `inputs`: what check_inputs returned, when the caller checked them before creating the run folder."""
+    from nas.cluster import start_ray
+    from nas.searching.devices import plan_trial_devices
     from nas.searching.driver import prepare_supernet, run_trials
     from nas.searching.results import write_results
 
     t0 = time.time()
     bundle, given = inputs or check_inputs(settings)
     supernet_state, ckpt_path = prepare_supernet(settings, run_dir, bundle, given)
+    ray = start_ray(settings.address)
+    devices = plan_trial_devices(settings, supernet_state, bundle, ray.cluster_resources().get("GPU", 0))
     runs.write_config(settings, run_dir, {"supernet": str(ckpt_path), "supernet_sha256": runs.sha256(ckpt_path),
-                                          "proxy_scale": supernet_state["scale"], "data": bundle.describe(),
+                                          "proxy_scale": supernet_state["scale"], "data": bundle.describe(), "devices": devices,
                                           "latency_predictor": None if predictor is None else
                                           {"key": predictor.key, "slope": predictor.slope, "intercept_ms": predictor.intercept}})
     print(f"searching {settings.space}: {settings.trials} trials, sampler {settings.sampler}, objectives {','.join(settings.objectives)}, "
           f"limits {', '.join(f'{k} <= {v:g}' for k, v in settings.limits().items()) or 'none'}", flush=True)
-    run_trials(settings, run_dir, supernet_state, bundle, predictor)
+    run_trials(settings, run_dir, supernet_state, bundle, predictor, devices["gpus_per_trial"])
     return write_results(settings, run_dir, time.time() - t0)
 
 
@@ -201,6 +208,7 @@ def main(argv=None) -> int:
         if settings is None:
             return 0
         run_dir = Path(settings.run_dir)
+        print(devices_line(settings), flush=True)
         predictor = latency_predictor(settings)
         inputs = None
         print(f"resuming {run_dir}", flush=True)
@@ -208,9 +216,11 @@ def main(argv=None) -> int:
         settings = settings_from_args(args)
         run_dir = Path(args.out) if args.out else runs.new_run_dir(settings.space)
         runs.check_new_run_dir(run_dir)
+        check_reachable(settings)
+        inputs = check_inputs(settings)
+        print(devices_line(settings), flush=True)  # the first line of a search whose input was accepted
         predictor = latency_predictor(settings)
         check_reachable(settings, predictor)
-        inputs = check_inputs(settings)
         settings.run_dir = str(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_config(settings, run_dir, {"status": "started"})

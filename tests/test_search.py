@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import ROOT, assert_user_error, run_main, run_module, toy_npz
 
@@ -47,6 +48,8 @@ def test_search_writes_results_and_skips_infeasible(tmp_path, toy):
     assert best["accuracy"] == df[df["feasible"]]["acc"].max() and best["macs"] <= 2.3e9
     config = json.loads((run / "config.json").read_text())
     assert config["settings"]["flops"] == 2.3e9 and len(config["supernet_sha256"]) == 64 and config["proxy_scale"]["img_size"] == 16
+    assert proc.stdout.splitlines()[0].startswith("devices: supernet training on ")  # the search's first line
+    assert config["devices"]["trials_on"] == ("gpu" if torch.cuda.is_available() else "cpu")
     for line in proc.stdout.splitlines():
         if line.startswith("trial "):
             assert "feasible" in line and "trials/min" in line
@@ -206,3 +209,30 @@ def test_one_feasible_trial_gets_a_report_and_a_finished_run_is_left_alone_until
     assert more.returncode == 0, more.stderr[-2000:]
     df = pd.read_csv(run / "trials.csv")
     assert sorted(df["trial"]) == [0, 1, 2] and json.loads((run / "config.json").read_text())["settings"]["trials"] == 3
+
+
+def test_first_line_names_the_devices_and_gpus_per_gpu_arithmetic(tmp_path, toy):
+    """On this CPU-only machine a search says its trials run on the CPU; the number of trials sharing a GPU is
+    what its free memory holds at a trial's measured peak, between 1 and 8."""
+    import torch
+
+    from nas.measure.device import trials_per_gpu
+    from nas.runs import SearchSettings
+    from nas.searching.devices import devices_line
+
+    line = devices_line(SearchSettings(space="psvit_ext", flops=4.5e9))
+    if not torch.cuda.is_available():
+        assert line.startswith("devices: supernet training on cpu (") and line.endswith("; trials on cpu, 1 CPU each")
+    assert devices_line(SearchSettings(space="psvit_ext", latency_ms=50.0, device="cpu")).endswith("; latency on " + line.split("training on ")[1].split(";")[0])
+    gib = 1 << 30
+    assert trials_per_gpu(80 * gib, 9 * gib) == 7 and trials_per_gpu(80 * gib, 1 * gib) == 8 and trials_per_gpu(4 * gib, 9 * gib) == 1
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_search_uses_the_gpu_without_device_flags(tmp_path, toy):
+    run = tmp_path / "run"
+    proc = run_module("nas.search", *_search_args(toy, run, 4), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0].startswith("devices: supernet training on cuda:")
+    devices = json.loads((run / "config.json").read_text())["devices"]
+    assert devices["trials_on"] == "gpu" and 1 <= devices["trials_per_gpu"] <= 8 and devices["gpus_per_trial"] == 1 / devices["trials_per_gpu"]

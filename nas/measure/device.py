@@ -26,6 +26,22 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def trials_per_gpu(free_bytes: int, per_trial_bytes: int, cap: int = 8, headroom: float = 0.8) -> int:
+    """How many trials share one GPU: as many as `headroom` of its free memory holds at `per_trial_bytes` each
+    (a trial's measured peak), at least 1 and at most `cap` (beyond that they only queue for the same SMs)."""
+    if per_trial_bytes <= 0:
+        return cap
+    return max(1, min(cap, int(free_bytes * headroom // per_trial_bytes)))
+
+
+def describe(device: torch.device) -> str:
+    """'cpu (AMD EPYC ..., 2 threads)' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"cpu ({device_name(device)}, {torch.get_num_threads()} threads)"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

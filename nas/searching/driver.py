@@ -86,8 +86,9 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bundle, predictor=None) -> None:
-    """Run the trials the run still lacks (settings.trials minus those finished)."""
+def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bundle, predictor=None, gpus_per_trial: float = 0.0) -> None:
+    """Run the trials the run still lacks (settings.trials minus those finished), each on `gpus_per_trial` of a GPU
+    (what devices.plan_trial_devices decided when the settings leave it open)."""
     import optuna
     from optuna.trial import TrialState
     from ray import tune
@@ -111,14 +112,15 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     ray = start_ray(settings.address, num_gpus=None)
     cpus = ray.cluster_resources().get("CPU", 1)
     concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
-    if settings.gpus_per_trial > 0:
-        concurrency = min(concurrency, max(1, int(ray.cluster_resources().get("GPU", 0) // settings.gpus_per_trial)))
+    if gpus_per_trial > 0:
+        concurrency = min(concurrency, max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_trial)))
     feasible = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
     best = max((t.values[0] for t in feasible), default=None)
     progress = Progress(settings.trials, len(finished), len(feasible), best, run_dir)
     trainable = tune.with_resources(
-        tune.with_parameters(trial_side.evaluate_trial, supernet_state=supernet_state, bundle=bundle, settings=asdict(settings)),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        tune.with_parameters(trial_side.evaluate_trial, supernet_state=supernet_state, bundle=bundle,
+                             settings={**asdict(settings), "gpus_per_trial": gpus_per_trial}),
+        {"cpu": settings.cpus_per_trial, "gpu": gpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,

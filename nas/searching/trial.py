@@ -33,7 +33,7 @@ def trial_payload(supernet_state: dict, bundle, settings: dict):
         space = get_space(settings["space"])
         net = Supernet(space, Scale.from_dict(supernet_state["scale"]))
         net.load_state_dict(supernet_state["model"])
-        gpu = settings["gpus_per_trial"] > 0 and torch.cuda.is_available()
+        gpu = bool(settings["gpus_per_trial"]) and torch.cuda.is_available()
         net.eval().to("cuda" if gpu else "cpu")
         _WORKER_CACHE.clear()
         _WORKER_CACHE[key] = (net, make_loader(bundle, "val", 256), calibration_loader(bundle))
