@@ -1,5 +1,6 @@
 """python -m nas.audit results/<run> [--archs 12] [--epochs 4] [--seeds 1] [--spread-archs 3] [--spread-seeds 3]
-    [--calib-batches N] [--archs-from AUDIT_CSV] [--standalone-dir DIR] [--space-file F] [--workers N] [--device auto]
+    [--calib-batches N] [--archs-from AUDIT_CSV] [--standalone-dir DIR] [--out DIR] [--space-file F] [--workers N]
+    [--device auto]
 
 How well a run's supernet ranks architectures, measured on the run's own data: architectures chosen
 from the run (its Pareto members, the rest stratified over the MAC range it evaluated) are each trained
@@ -49,6 +50,8 @@ def build_parser() -> Parser:
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches for the inherited accuracy (default: the run's)")
     p.add_argument("--archs-from", default=None, help="rank the architectures of an earlier audit.csv (to compare supernets)")
     p.add_argument("--standalone-dir", default=None, help="where trainings are kept (default <run>/audit/standalone); share it to reuse them")
+    p.add_argument("--out", default=None, help="where the audit's files go (default <run>/audit, whose section report.md shows); "
+                                               "another folder keeps a second audit of the run apart, e.g. with other --calib-batches")
     p.add_argument("--space-file", default=None, help="the run's space file, for a run of a custom space")
     p.add_argument("--workers", type=int, default=0, help="Ray tasks training at once (default: the GPUs visible, else 1: in this process)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
@@ -67,6 +70,8 @@ def check_args(args) -> None:
     for name in ("spread_archs", "workers", "threads"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
+    if args.out:
+        runs.check_folder_path(Path(args.out))
     if args.calib_batches is not None and args.calib_batches < 0:
         raise UserError(f"--calib-batches must be at least 0, got {args.calib_batches}")
 
@@ -151,7 +156,7 @@ def main(argv=None) -> int:
     scale = net.scale
     split_seed, val_fraction = runs.data_split(config)
     bundle = load_data(settings["data"], img_size=scale.img_size, seed=split_seed, val_fraction=val_fraction)
-    root = Path(args.standalone_dir) if args.standalone_dir else run / runs.AUDIT / "standalone"
+    root = Path(args.standalone_dir) if args.standalone_dir else Path(args.out or run / runs.AUDIT) / "standalone"
     plan = plan_trainings(archs, space=space.name, data=settings["data"], split=(split_seed, val_fraction), scale=scale.to_dict(),
                           epochs=args.epochs, seeds=spread_seeds(archs, args), root=root, device=args.device,
                           space_file=str(Path(args.space_file).resolve()) if args.space_file else None)
@@ -182,15 +187,16 @@ def main(argv=None) -> int:
     result.update(date=time.strftime("%Y-%m-%d %H:%M"), pareto_members=int(rows["is_pareto"].sum()), seconds=time.time() - t0,
                   supernet_time_s=supernet_s, supernet_epochs=int(ckpt.get("epoch", 0)), calib_batches=calib_batches,
                   settings={k: v for k, v in vars(args).items()}, recipe=RECIPE, data=bundle.describe())
-    out = run / runs.AUDIT
+    out = Path(args.out) if args.out else run / runs.AUDIT
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "audit.csv", rows.to_csv(index=False))
     write_text_atomic(out / "audit.json", json.dumps(result, indent=2, default=str) + "\n")
     write_bytes_atomic(out / "audit.png", png_bytes(audit_figure(rows, result["kendall_tau"]["value"], result["macs_kendall_tau"]["value"])))
     write_text_atomic(out / "section.md", section(run, result, args))
-    from nas.reporting.document import write_report
+    if out.resolve() == (run / runs.AUDIT).resolve():
+        from nas.reporting.document import write_report
 
-    write_report(run)
+        write_report(run)
     tau, macs, s = result["kendall_tau"], result["macs_kendall_tau"], result["spread"]
     print(f"seed-to-seed std {s['seed_std']:.4f} (mean of {args.seeds}: {s['ground_truth_noise']:.4f}) vs between architectures "
           f"{s['between_arch_std']:.4f}; results in {out}")
