@@ -36,7 +36,7 @@ from nas.measure.device import resolve_device
 from nas.measure.evaluate import calibration_loader, evaluate
 from nas.reporting.load import load_trials
 from nas.reporting.plots import audit_figure, png_bytes
-from nas.reporting.ranking import correlation, seed_spread
+from nas.reporting.ranking import correlation, seed_spread, tau_ceiling
 
 
 def build_parser() -> Parser:
@@ -106,6 +106,7 @@ def summarize(rows: pd.DataFrame, trainings: pd.DataFrame, args) -> dict:
     spread = seed_spread(trainings)
     spread["ground_truth_noise"] = spread["seed_std"] / np.sqrt(args.seeds)
     spread["noise_ratio"] = spread["ground_truth_noise"] / spread["between_arch_std"] if spread["between_arch_std"] else float("nan")
+    spread["tau_ceiling"] = tau_ceiling(spread["noise_ratio"])
     return {"n": int(len(rows)), "kendall_tau": tau, "spearman_rho": rho, "macs_kendall_tau": macs, "spread": spread,
             "beats_macs": bool(tau["ci90"][0] > macs["value"])}
 
@@ -129,7 +130,9 @@ def section(run: Path, result: dict, args) -> str:
         f"Ground truth: seed-to-seed standard deviation {s['seed_std']:.4f} ({s['archs_with_seeds']} architectures, "
         f"{s['runs_with_seeds']} trainings), {s['ground_truth_noise']:.4f} for a mean of {args.seeds} seed(s), against "
         f"{s['between_arch_std']:.4f} between architectures (ratio {s['noise_ratio']:.2f}: the noise is {verdict} the differences "
-        "being ranked).", "",
+        f"being ranked). Against this ground truth a perfect ranker would reach a Kendall tau of about {s['tau_ceiling']:.2f} "
+        "(Gaussian noise; `tau_ceiling` in `nas/reporting/ranking.py`): a tau far below it is the supernet's fault, one near it "
+        "the ground truth's; more seeds or epochs raise the ceiling.", "",
         "![ranking audit](audit/audit.png)", "", "Per architecture: [`audit/audit.csv`](audit/audit.csv).", ""])
 
 
@@ -199,7 +202,7 @@ def main(argv=None) -> int:
         write_report(run)
     tau, macs, s = result["kendall_tau"], result["macs_kendall_tau"], result["spread"]
     print(f"seed-to-seed std {s['seed_std']:.4f} (mean of {args.seeds}: {s['ground_truth_noise']:.4f}) vs between architectures "
-          f"{s['between_arch_std']:.4f}; results in {out}")
+          f"{s['between_arch_std']:.4f}: a perfect ranker's tau about {s['tau_ceiling']:.2f}; results in {out}")
     print(f"n={result['n']} kendall_tau={tau['value']:.3f} [{tau['ci90'][0]:.3f}, {tau['ci90'][1]:.3f}] "
           f"spearman_rho={result['spearman_rho']['value']:.3f} macs_tau={macs['value']:.3f} [{macs['ci90'][0]:.3f}, {macs['ci90'][1]:.3f}]",
           flush=True)

@@ -8,7 +8,10 @@ import pytest
 from conftest import ROOT, assert_user_error, kill_at_line, run_main, run_module, toy_npz
 from nas import runs
 from nas.runs import SearchSettings
-from nas.reporting.ranking import correlation, seed_spread
+import numpy as np
+from scipy import stats
+
+from nas.reporting.ranking import correlation, seed_spread, tau_ceiling
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
 
@@ -22,6 +25,16 @@ def test_correlation_and_spread_by_hand():
     # within: deviations (-0.1, 0.1, 0, 0) over 4 - 2 dof -> sqrt(0.02 / 2) = 0.1; between: std of means (0.6, 0.2, 0.9)
     assert s["seed_std"] == pytest.approx(0.1) and s["between_arch_std"] == pytest.approx(pd.Series([0.6, 0.2, 0.9]).std())
     assert (s["archs_with_seeds"], s["runs_with_seeds"]) == (2, 4)
+
+
+def test_tau_ceiling_matches_a_perfect_ranker_on_noisy_truth():
+    assert tau_ceiling(0.0) == 1.0 and tau_ceiling(1.0) == 0.0 and tau_ceiling(1.5) == 0.0
+    rng = np.random.default_rng(0)
+    truth = rng.normal(0, 1.0, 4000)
+    for noise in (0.3, 0.7, 1.2):
+        measured = truth + rng.normal(0, noise, truth.size)
+        ratio = noise / measured.std(ddof=1)  # what the audit sees: noise against the spread of the measured values
+        assert stats.kendalltau(truth, measured).statistic == pytest.approx(tau_ceiling(ratio), abs=0.02)
 
 
 def test_bad_input(tmp_path):

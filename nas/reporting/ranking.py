@@ -39,3 +39,15 @@ def seed_spread(runs: pd.DataFrame) -> dict:
     between = float(means.std(ddof=1)) if len(means) > 1 else float("nan")
     return {"seed_std": within, "between_arch_std": between, "ratio": within / between if between else float("nan"),
             "archs_with_seeds": int(repeated["arch_id"].nunique()), "runs_with_seeds": int(len(repeated))}
+
+
+def tau_ceiling(noise_ratio: float) -> float:
+    """The Kendall tau a perfect ranker is expected to reach against a noisy ground truth, from the ratio of the
+    ground truth's noise (the std of its per-architecture value) to the std between architectures (which holds that
+    noise too). With Gaussian true values and noise, the correlation of truth and measurement is
+    sqrt(1 - ratio**2), and Kendall's tau of a bivariate normal is 2/pi * arcsin(that) (Greiner's relation).
+    A supernet's tau well under 1 with a ceiling near it is the ground truth's limit, not the supernet's."""
+    if not np.isfinite(noise_ratio):
+        return float("nan")
+    rho = np.sqrt(max(0.0, 1.0 - min(noise_ratio, 1.0) ** 2))
+    return float(2 / np.pi * np.arcsin(rho))
