@@ -33,7 +33,7 @@ def build_parser() -> Parser:
     p.add_argument("--data", required=True, help="npz:PATH (e.g. npz:../shared/data/cifar10_12k.npz)")
     p.add_argument("--train-subset", type=int, default=5000, help="training images kept (0: all), before the validation split")
     p.add_argument("--val-fraction", type=float, default=0.2, help="of those, held out for scoring (default 0.2: 4,000 train, 1,000 val)")
-    p.add_argument("--strategy", default="sandwich", help="supernet path sampling: sandwich, uniform, stratified")
+    p.add_argument("--strategy", default="sandwich", help="supernet path sampling: sandwich, sandwich-mixed, uniform, stratified")
     p.add_argument("--supernet-epochs", type=int, default=8)
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--archs", type=int, default=24)

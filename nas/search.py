@@ -52,7 +52,7 @@ def build_parser() -> Parser:
     p.add_argument("--scale", default=d.scale, help="scale the supernet is trained at: proxy (default) or target")
     p.add_argument("--supernet", default=None, help="a trained supernet.pt (default: train one in the run folder)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="supernet training epochs when none is given")
-    p.add_argument("--strategy", default=d.strategy, help="supernet path sampling: sandwich, uniform, stratified")
+    p.add_argument("--strategy", default=d.strategy, help=f"supernet path sampling: {', '.join(STRATEGIES)}")
     p.add_argument("--address", default=None, help="Ray cluster to join (e.g. auto); default: a private local instance")
     p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
     p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,

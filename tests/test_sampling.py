@@ -17,10 +17,10 @@ def ext():
 
 def test_same_seed_epoch_step_gives_the_same_paths_on_every_worker(ext):
     space, scale = ext
-    for strategy in ("sandwich", "uniform", "stratified"):
+    for strategy in ("sandwich", "sandwich-mixed", "uniform", "stratified"):
         a, b = PathSampler(space, scale, strategy, seed=3), PathSampler(space, scale, strategy, seed=3)
         assert [a.paths(2, s) for s in range(5)] == [b.paths(2, s) for s in range(5)]
-        drawn = (lambda paths: paths[2:]) if strategy == "sandwich" else (lambda paths: paths)
+        drawn = (lambda paths: paths[2:]) if strategy.startswith("sandwich") else (lambda paths: paths)
         assert drawn(a.paths(2, 0)) != drawn(a.paths(2, 1))
         assert drawn(PathSampler(space, scale, strategy, seed=4).paths(2, 0)) != drawn(a.paths(2, 0))
 
@@ -32,6 +32,18 @@ def test_sandwich_runs_largest_smallest_and_random(ext):
     assert len(paths) == 4 and paths[0] == sampler.largest and paths[1] == sampler.smallest
     macs = [arch_costs(space.sample_by_choice(s), scale).macs for s in range(300)]
     assert arch_costs(sampler.largest, scale).macs >= max(macs) and arch_costs(sampler.smallest, scale).macs <= min(macs)
+
+
+def test_sandwich_mixed_draws_the_extremes_merges(ext):
+    space, scale = ext
+    sampler = PathSampler(space, scale, "sandwich-mixed", seed=0)
+    steps = [sampler.paths(0, s) for s in range(60)]
+    for paths in steps:
+        assert [a.stages for a in paths[:2]] == [sampler.largest.stages, sampler.smallest.stages]
+        assert all(space.validate(a) == a for a in paths)
+    for k in (0, 1):  # each extreme meets every merge op at every boundary
+        for b, ops in enumerate(space.merges):
+            assert Counter(p[k].merges[b] for p in steps).keys() == set(ops)
 
 
 def test_random_paths_follow_the_chosen_distribution(ext):
@@ -58,7 +70,7 @@ def test_stratified_spreads_paths_over_mac_bins(ext):
 
 def test_unknown_strategy_or_distribution(ext):
     space, scale = ext
-    with pytest.raises(ValueError, match="unknown sampling strategy 'spos'; allowed: sandwich, uniform, stratified"):
+    with pytest.raises(ValueError, match="unknown sampling strategy 'spos'; allowed: sandwich, sandwich-mixed, uniform, stratified"):
         PathSampler(space, scale, "spos")
     with pytest.raises(ValueError, match="unknown path distribution 'flat'; allowed: choice, legal"):
         PathSampler(space, scale, "uniform", dist="flat")

@@ -23,7 +23,7 @@ from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
 from nas.measure.evaluate import calibration_loader, evaluate
 from nas.training.base import TrainerBase, check_common_settings, new_out_dir
-from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, PathSampler
+from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, TEACHER_STRATEGIES, PathSampler
 
 CHECKPOINT = "supernet.pt"
 SUMMARY = "train_summary.json"
@@ -131,7 +131,7 @@ class Trainer(TrainerBase):
             self._check_finite(loss, epoch, step)
             loss.backward()
             total += loss.item()
-            if k == 0 and cfg.strategy == "sandwich":
+            if k == 0 and cfg.strategy in TEACHER_STRATEGIES:
                 teacher = logits.detach().float()
         self._apply_gradients()
         return total
