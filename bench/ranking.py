@@ -12,8 +12,8 @@
 3. `nas.audit <out>/run --archs N --epochs E --seeds S`: the architectures trained alone and compared with
    their inherited accuracy. To compare strategies on one ground truth, give the later runs
    --archs-from <first>/run/audit/audit.csv and --standalone-dir <first>/run/audit/standalone: only their
-   supernet is trained, the standalone trainings are reused (the architectures must be among those the
-   later search evaluated, so use the same --trials and seed).
+   supernet is trained, the standalone trainings are reused (architectures the later search did not
+   evaluate are audited all the same, with trial -1 in audit.csv; a short --trials is enough).
 
 Its last line is the audit's: n, Kendall tau [90% interval], Spearman rho, the MAC baseline's tau.
 """

@@ -51,7 +51,8 @@ def choose_architectures(trials: pd.DataFrame, n: int, seed: int, pareto_share: 
 
 def architectures_from(audit_csv, trials: pd.DataFrame) -> pd.DataFrame:
     """The architectures another audit ranked (its audit.csv), for comparing supernets on the same ground truth;
-    each must be an architecture this run evaluated too (its row gives the search's inherited accuracy here)."""
+    one this run also evaluated gets its trial and search accuracy, any other trial -1 (its inherited accuracy
+    is measured all the same)."""
     try:
         other = pd.read_csv(audit_csv)
     except (OSError, ValueError) as e:
