@@ -216,6 +216,20 @@ def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 
     return bundle
 
 
+def same_data(spec_a: str, spec_b: str) -> bool:
+    """Whether two --data specs name the same images: the same spec, or two npz files holding equal arrays
+    (the benchmarks write one subset per output folder; equal content is the same data wherever it lies)."""
+    if spec_a == spec_b:
+        return True
+    if not (spec_a.startswith("npz:") and spec_b.startswith("npz:")):
+        return False
+    try:
+        with np.load(spec_a[4:], allow_pickle=False) as a, np.load(spec_b[4:], allow_pickle=False) as b:
+            return sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in _NPZ_ARRAYS)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 _DATASET_NAME = re.compile(r"([A-Za-z][\w-]*/)?[A-Za-z][\w.-]*")  # timm's create_dataset names: cifar10, torch/cifar10, hfds/x
 
 

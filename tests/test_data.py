@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nas.errors import UserError
-from nas.data import BatchLoader, load_data, make_loader
+from nas.data import BatchLoader, load_data, make_loader, same_data
 
 
 def test_default_digits_split_is_seeded_and_disjoint():
@@ -38,6 +38,15 @@ def test_npz_follows_the_data(tmp_path):
     assert bundle.img_size == 8 and bundle.num_classes == 3 and len(bundle.train) == 36 and len(bundle.val) == 4
     x, y = next(iter(make_loader(bundle, "train", 8)))
     assert x.shape == (8, 3, 8, 8) and x.dtype == torch.float32 and y.shape == (8,)
+
+
+def test_same_data_compares_npz_content_not_paths(tmp_path):
+    a, b = _npz(tmp_path / "a.npz", **_arrays()), _npz(tmp_path / "b.npz", **_arrays())
+    other = _arrays()
+    other["y_train"][0] = (other["y_train"][0] + 1) % 3
+    c = _npz(tmp_path / "c.npz", **other)
+    assert same_data(a, b) and same_data("digits", "digits")
+    assert not same_data(a, c) and not same_data(a, "digits") and not same_data(a, f"npz:{tmp_path / 'gone.npz'}")
 
 
 @pytest.mark.parametrize("change, message", [

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nas.data import same_data
 from nas.errors import UserError
 from nas.training.recipes import RetrainConfig, resolve_recipe
 from nas.training.retrainer import CHECKPOINT, METRICS, Retrainer
@@ -45,6 +46,8 @@ class Training:
                   "batch_size": metrics.get("recipe", {}).get("batch_size"), "lr": metrics.get("recipe", {}).get("lr"),
                   "custom_scale": metrics.get("scale"), "split_seed": metrics.get("split_seed", mine["split_seed"]),
                   "val_fraction": metrics.get("data", {}).get("val_fraction", mine["val_fraction"])}
+        if isinstance(theirs["data"], str) and same_data(theirs["data"], mine["data"]):
+            theirs["data"] = mine["data"]
         differ = [k for k in SAME if theirs[k] != mine[k]]
         if differ:
             raise UserError(f"{self.out}: a standalone training with another {', '.join(differ)} is there; "
