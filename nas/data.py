@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nas.augmentation import check_auto_augment, rand_augment_tensor, train_transform
 from nas.errors import UserError
 
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -166,7 +167,7 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, aut
     if not classes:
         raise UserError(f"--data folder:{path}: train/ has no class subfolders")
     size = img_size or 224
-    train_tf = _train_transform(size, auto_augment)
+    train_tf = train_transform(size, auto_augment)
     eval_tf = create_transform(size, is_training=False)
     try:
         train_all = create_dataset("", root=str(train_dir), transform=train_tf)
@@ -191,7 +192,7 @@ def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto
     root = Path.home() / ".cache" / "psvit-nas" / "data"
     try:
         train_all = create_dataset(name, root=str(root), split="train", download=True,
-                                   transform=_train_transform(size, auto_augment))
+                                   transform=train_transform(size, auto_augment))
         eval_all = create_dataset(name, root=str(root), split="train", download=True, transform=create_transform(size, is_training=False))
         test = create_dataset(name, root=str(root), split="validation", download=True, transform=create_transform(size, is_training=False))
     except Exception as e:
@@ -245,60 +246,6 @@ def _load(spec: str, img_size: int | None, seed: int, val_fraction: float, auto_
     if _DATASET_NAME.fullmatch(spec):
         return _named(spec, img_size, seed, val_fraction, auto_augment)
     raise UserError(f"--data {spec!r}: not understood; allowed: digits, npz:PATH, folder:PATH, or a timm data set name")
-
-
-_RAND_AUGMENT_SECTION = re.compile(r"(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+|inc[01]|p(\d+(\.\d*)?|\.\d+)|t\w+)")
-
-
-def check_auto_augment(spec: str) -> None:
-    """timm's RandAugment parser skips sections it cannot read (rand-zzz is plain RandAugment to it): refuse them."""
-    try:
-        if not spec.startswith("rand-") and spec != "rand":
-            raise ValueError("not a RandAugment spec")
-        bad = [c for c in spec.split("-")[1:] if not _RAND_AUGMENT_SECTION.fullmatch(c)]
-        if bad:
-            raise ValueError(f"section {bad[0]!r} is not one of mN, nN, mstdX, mmaxN, inc0/1, pX")
-        rand_augment(spec, 32, (0.5, 0.5, 0.5))
-    except (ValueError, AssertionError, KeyError) as e:
-        raise UserError(f"--aa {spec!r}: {e or 'not understood'}; expected a timm RandAugment spec such as rand-m9-mstd0.5-inc1") from None
-
-
-def rand_augment(spec: str, img_size: int, mean):
-    """timm's RandAugment (PIL), with the hyper-parameters timm's create_transform gives it.
-
-    The magnitude is capped just below timm's maximum of 10: at exactly 10, timm's increasing posterize
-    keeps 0 bits, which Pillow >= 11 refuses (ValueError mid-epoch); any magnitude below 10 keeps >= 1 bit.
-    """
-    from timm.data.auto_augment import rand_augment_transform
-
-    hparams = {"translate_const": int(img_size * 0.45), "img_mean": tuple(min(255, round(255 * m)) for m in mean),
-               "magnitude_max": 9.999}
-    return rand_augment_transform(spec, hparams)
-
-
-def _train_transform(size: int, auto_augment: str | None):
-    """timm's training transform; with RandAugment in place of colour jitter, as timm's own does."""
-    from timm.data import create_transform
-    from timm.data.constants import IMAGENET_DEFAULT_MEAN
-    from torchvision import transforms
-
-    if not auto_augment:
-        return create_transform(size, is_training=True)
-    primary, _, final = create_transform(size, is_training=True, separate=True)
-    return transforms.Compose([primary, rand_augment(auto_augment, size, IMAGENET_DEFAULT_MEAN), final])
-
-
-def _rand_augment_tensor(spec: str, img_size: int, mean):
-    """RandAugment on one uint8 (3, H, W) tensor, through PIL."""
-    from PIL import Image
-
-    transform = rand_augment(spec, img_size, mean)
-
-    def apply(image: torch.Tensor) -> torch.Tensor:
-        out = transform(Image.fromarray(image.permute(1, 2, 0).numpy()))
-        return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-    return apply
 
 
 class BatchLoader:
@@ -356,7 +303,7 @@ def make_loader(bundle: DataBundle, split: str, batch_size: int, seed: int = 0, 
     data = getattr(bundle, split)
     train = (split == "train") if train is None else train
     if isinstance(data, ArrayData):
-        augment = _rand_augment_tensor(bundle.auto_augment, bundle.img_size, bundle.mean) if train and bundle.auto_augment else None
+        augment = rand_augment_tensor(bundle.auto_augment, bundle.img_size, bundle.mean) if train and bundle.auto_augment else None
         return BatchLoader(data, batch_size, bundle.mean, bundle.std, train=train, seed=seed, flip=bundle.flip, image_transform=augment)
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers, generator=g)

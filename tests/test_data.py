@@ -87,3 +87,12 @@ def test_batch_loader_is_deterministic_per_epoch_and_augments():
     assert torch.equal(y, bundle.train.labels[:32])
     assert abs(x.mean().item()) < 0.5
     assert len(plain) == -(-len(bundle.train) // 32) and len(loader) == len(bundle.train) // 32
+
+
+def test_rand_augment_changes_in_memory_training_batches_only():
+    plain, augmented = load_data("digits", seed=0), load_data("digits", seed=0, auto_augment="rand-m9-mstd0.5")
+    x_plain, y_plain = next(iter(make_loader(plain, "train", 16, seed=0)))
+    x_aug, y_aug = next(iter(make_loader(augmented, "train", 16, seed=0)))
+    assert x_aug.shape == x_plain.shape and torch.equal(y_aug, y_plain) and not torch.equal(x_aug, x_plain)
+    v_plain, v_aug = next(iter(make_loader(plain, "val", 16))), next(iter(make_loader(augmented, "val", 16)))
+    assert torch.equal(v_plain[0], v_aug[0])
