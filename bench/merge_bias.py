@@ -22,7 +22,7 @@ def main(paths: list[str]) -> None:
         inherited_gap, standalone_gap = ((means.loc[True] - means.loc[False]) * 100).tolist()
         print(f"{path}: {int(all_spm.sum())} all-spm of {len(audit)}; inherited {means.loc[True, 'inherited_acc']:.3f} vs "
               f"{means.loc[False, 'inherited_acc']:.3f}, standalone {means.loc[True, 'standalone_acc']:.3f} vs "
-              f"{means.loc[False, 'standalone_acc']:.3f}")
+              f"{means.loc[False, 'standalone_acc']:.3f} (gaps {inherited_gap:+.1f} and {standalone_gap:+.1f} points)")
     print(f"all-spm minus the rest: inherited {inherited_gap:+.1f} points, standalone {standalone_gap:+.1f} points")
 
 
