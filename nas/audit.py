@@ -179,9 +179,9 @@ def main(argv=None) -> int:
     results = run_trainings(plan, bundle, workers, 1.0 if device.type == "cuda" else 0.0)
     trainings = pd.DataFrame([{"arch_id": a, "seed": s, "standalone_acc": acc} for (a, s), acc in results.items()])
     per_arch = trainings.groupby("arch_id")["standalone_acc"].agg(["mean", "std", "count"])
+    costs = [arch_costs(Arch.from_json(a), space.target) for a in archs["arch"]]
     rows = archs.assign(
-        macs=[arch_costs(Arch.from_json(a), space.target).macs for a in archs["arch"]],
-        params=[arch_costs(Arch.from_json(a), space.target).params for a in archs["arch"]],
+        macs=[c.macs for c in costs], params=[c.params for c in costs],
         inherited_acc=archs["arch_id"].map(inherited), standalone_acc=archs["arch_id"].map(per_arch["mean"]),
         standalone_std=archs["arch_id"].map(per_arch["std"]), seeds=archs["arch_id"].map(per_arch["count"]),
     ).rename(columns={"acc": "search_acc"})

@@ -121,9 +121,8 @@ def latency_predictor(settings: SearchSettings):
                           threads=settings.latency_threads or None)
 
 
-def check_reachable(settings: SearchSettings, predictor=None) -> None:
-    """A limit below the space's cheapest architecture is reported now, not after a fruitless search (the
-    latency limit once the predictor is there)."""
+def check_reachable(settings: SearchSettings) -> None:
+    """A MAC or parameter limit below the space's cheapest architecture is reported now, not after a fruitless search."""
     space = get_space(settings.space)
     target = space.target
     for key, limit, flag, unit, scale in (("macs", settings.flops, "--flops", "G MACs", 1e9), ("params", settings.params, "--params", "M params", 1e6)):
@@ -134,6 +133,12 @@ def check_reachable(settings: SearchSettings, predictor=None) -> None:
         if least > limit:
             raise UserError(f"{flag} {limit / scale:g}{unit[0]}: no architecture of {space.name} fits; the smallest has "
                             f"{least / scale:.2f}{unit} at the target scale ({target.img_size}x{target.img_size})")
+
+
+def check_latency_reachable(settings: SearchSettings, predictor) -> None:
+    """A latency limit below the predicted fastest architecture, reported before the search starts."""
+    space = get_space(settings.space)
+    target = space.target
     if settings.latency_ms is not None and predictor is not None:
         fastest = predictor.predict(predictor.fastest(space))
         if fastest > settings.latency_ms:
@@ -220,7 +225,7 @@ def main(argv=None) -> int:
         inputs = check_inputs(settings)
         print(devices_line(settings), flush=True)  # the first line of a search whose input was accepted
         predictor = latency_predictor(settings)
-        check_reachable(settings, predictor)
+        check_latency_reachable(settings, predictor)
         settings.run_dir = str(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_config(settings, run_dir, {"status": "started"})
