@@ -1,14 +1,15 @@
 """Does the search beat the papers' models? The searched architecture against every reference of the space.
 
     python bench/search_vs_references.py --data npz:../shared/data/cifar10_12k.npz [--train-subset 5000] [--val-fraction 0.2]
-        [--supernet results/<run>/supernet.pt | --supernet-epochs 8] [--trials 100] [--epochs 10] [--seeds 2]
+        [--supernet results/<run>/supernet.pt | --supernet-epochs 8] [--trials 100] [--select-top 1] [--epochs 10] [--seeds 2]
         [--out results/search-vs-references-<time>]
 
 1. A search of psvit_ext under a MAC limit equal to the largest reference's target MACs (and at most 4.5G),
    on a seeded --train-subset of the npz's training images (the test images kept), trials scored on the
    validation split. Its best (the most accurate feasible trial on validation, never test) is the searched
-   architecture. With --supernet (e.g. the ranking benchmark's), that supernet is searched; it must have been
-   trained on the same data.
+   architecture; with --select-top K, the search's K most accurate are each trained alone (the run's seed, the recipe
+   of step 2: `nas.retrain trials.csv --top K`) and the one most accurate on validation is. With --supernet
+   (e.g. the ranking benchmark's), that supernet is searched; it must have been trained on the same data.
 2. The searched architecture and every reference member (psvit_ext:stvit_s, strip_mlp_t, pvt_spm, maformer)
    retrained from scratch with one recipe (quick, --epochs), --seeds seeds each, on the same training split;
    validation and test top-1 (test used once, here, for the table).
@@ -28,9 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from nas import retrain as retrain_cli
 from nas import runs, search
 from nas.cli import Parser, run_cli
 from nas.data import load_data
+from nas.errors import UserError
 from nas.measure.costs import arch_costs
 from nas.training.recipes import RetrainConfig, resolve_recipe
 from nas.training.retrainer import CHECKPOINT, METRICS, Retrainer
@@ -48,6 +51,7 @@ def build_parser() -> Parser:
     p.add_argument("--supernet", default=None, help="a supernet.pt trained on the same data (default: train one)")
     p.add_argument("--supernet-epochs", type=int, default=8)
     p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--select-top", type=int, default=1, help="choose among the search's K best by training them alone (1: its best)")
     p.add_argument("--epochs", type=int, default=10, help="retraining epochs, the same for every architecture")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -71,8 +75,22 @@ def searched_architecture(args, out: Path, limit: float) -> tuple[Path, Arch]:
     return run, Arch.from_dict(best["arch"])
 
 
-def retrain(name: str, arch: Arch, seed: int, config: dict, bundle, args, out: Path) -> dict:
-    folder = out / "retrain" / f"{name}-seed{seed}"
+def selected_architecture(args, run: Path, out: Path) -> tuple[Arch, dict[int, Path]]:
+    """The most accurate on validation of the search's --select-top best, each trained alone; and that training's folder
+    by its seed (the run's), which is one of the searched architecture's retrainings: same recipe, epochs and split."""
+    folder = out / "select"
+    if not (folder / "selected.json").is_file():
+        code = retrain_cli.main([str(run / "trials.csv"), "--top", str(args.select_top), "--recipe", "quick", "--epochs", str(args.epochs),
+                                 "--no-latency", "--out", str(folder), *(["--resume"] if folder.is_dir() else [])])
+        if code:
+            raise SystemExit(code)
+    selected = json.loads((folder / "selected.json").read_text())
+    seed = json.loads((Path(selected["out"]) / METRICS).read_text())["seed"]
+    return Arch.from_dict(selected["arch"]), {seed: Path(selected["out"])}
+
+
+def retrain(name: str, arch: Arch, seed: int, config: dict, bundle, args, out: Path, folder: Path | None = None) -> dict:
+    folder = folder or out / "retrain" / f"{name}-seed{seed}"
     if (folder / METRICS).is_file():
         return json.loads((folder / METRICS).read_text())
     split_seed, val_fraction = runs.data_split(config)
@@ -86,12 +104,17 @@ def retrain(name: str, arch: Arch, seed: int, config: dict, bundle, args, out: P
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.select_top < 1:
+        raise UserError(f"--select-top must be at least 1 (1: the search's best), got {args.select_top}")
     t0 = time.time()
     space = get_space(SPACE)
     refs = {name: get_reference(SPACE, name) for name in reference_names(SPACE)}
     limit = min(max(arch_costs(a, space.target).macs for a in refs.values()), 4.5e9)
     out = Path(args.out or f"results/search-vs-references-{time.strftime('%Y%m%d-%H%M%S')}")
     run, searched = searched_architecture(args, out, limit)
+    trained = {}
+    if args.select_top > 1:
+        searched, trained = selected_architecture(args, run, out)
     config = runs.read_config(run, flag="run")
     split_seed, val_fraction = runs.data_split(config)
     bundle = load_data(config["settings"]["data"], img_size=config["proxy_scale"]["img_size"], seed=split_seed, val_fraction=val_fraction)
@@ -100,7 +123,10 @@ def main(argv=None) -> int:
     for name, arch in candidates.items():
         costs = arch_costs(arch, space.target)
         for seed in range(args.seeds):
-            m = retrain(name, arch, seed, config, bundle, args, out)
+            if name == "searched" and args.select_top > 1:
+                m = retrain(f"selected-top{args.select_top}", arch, seed, config, bundle, args, out, trained.get(seed))
+            else:
+                m = retrain(name, arch, seed, config, bundle, args, out)
             k += 1
             rows.append({"architecture": name, "seed": seed, "target_macs": costs.macs, "params": costs.params, "val_acc": m["val_acc"],
                          "test_acc": m["test_acc"], "train_time_s": m["train_time_s"], "arch": arch.to_json()})

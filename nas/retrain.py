@@ -7,6 +7,10 @@ splits, measures it, and optionally exports it. ARCH_FILE is a best.json, a bare
 or a run's pareto.csv / trials.csv (--top K: the K most accurate rows). When the file belongs to a
 search run, the run's data, seed and supernet scale are the defaults, so the validation split is the
 one the search used.
+
+With --top K > 1 the K trainings also choose among themselves: selection.csv ranks them by validation
+accuracy (never test) and selected.json, a best.json of the most accurate, is what to retrain longer.
+A supernet whose ranking is noisy (see nas.audit) picks better this way than by inherited accuracy.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pathlib import Path
 import torch
 
 from search_spaces import Arch, ArchError, get_space, load_arch
+from search_spaces.atomic import write_text_atomic
 from search_spaces.references import is_reference_spec
 
 from nas import runs
@@ -69,7 +74,7 @@ def candidates_from_json(path: Path, top: int) -> list[Candidate]:
         raise UserError(f"--top {top}: {path} holds one architecture; --top picks from a pareto.csv or trials.csv")
     arch = _arch(data, str(path))
     wrapped = isinstance(data, dict) and isinstance(data.get("arch"), dict)
-    acc = data.get("accuracy") if wrapped else None
+    acc = (data["inherited_acc"] if "inherited_acc" in data else data.get("accuracy")) if wrapped else None  # selected.json: both
     trial = data.get("trial") if wrapped else None
     return [Candidate(arch, float(acc) if isinstance(acc, (int, float)) else None, trial, f"trial-{trial}" if trial is not None else "arch")]
 
@@ -94,7 +99,7 @@ def candidates_from_table(path: Path, top: int) -> list[Candidate]:
         df = df[df["evaluated"].astype(str).str.lower() == "true"]
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
-    df = df.dropna(subset=["acc", "arch"]).sort_values("acc", ascending=False, kind="stable")
+    df = df.dropna(subset=["acc", "arch"]).sort_values("acc", ascending=False, kind="stable").drop_duplicates("arch")
     if top > len(df):
         raise UserError(f"--top {top}: {path} has {len(df)} evaluated feasible architecture(s); choose --top 1 to {len(df)}"
                         if len(df) else f"--top {top}: {path} has no evaluated feasible architecture")
@@ -256,6 +261,30 @@ def report(metrics: dict) -> None:
     print(f"metrics: {Path(metrics['out']) / METRICS}", flush=True)
 
 
+def write_selection(results: list[dict], arch_file: str) -> Path:
+    """selection.csv (the candidates by validation accuracy) and selected.json (the most accurate, as a best.json
+    nas.retrain reads back) beside the candidates' folders; ties go to the higher inherited accuracy."""
+    import pandas as pd
+
+    rows = pd.DataFrame([{"label": Path(m["out"]).name, "trial": m["source"].get("trial"), "val_acc": m["val_acc"],
+                          "inherited_acc": m["inherited_val_acc"], "target_macs": m["target_macs"], "params": m["target_params"],
+                          "epochs": m["epochs"], "out": m["out"], "arch": json.dumps(m["arch"])} for m in results])
+    rows = rows.sort_values(["val_acc", "inherited_acc"], ascending=False, kind="stable").reset_index(drop=True)
+    folder = Path(results[0]["out"]).parent
+    write_text_atomic(folder / "selection.csv", rows.to_csv(index=False))
+    top, source = rows.iloc[0], results[0]["source"]
+    selected = {"space": results[0]["space"], "arch": json.loads(top["arch"]), "accuracy": float(top["val_acc"]),
+                "macs": int(top["target_macs"]), "params": int(top["params"]),
+                "trial": None if pd.isna(top["trial"]) else int(top["trial"]), "run": source.get("run"),
+                "inherited_acc": None if pd.isna(top["inherited_acc"]) else float(top["inherited_acc"]),
+                "out": top["out"], "split": f"validation (trained alone {int(top['epochs'])} epochs, best of the top {len(rows)} of {arch_file})"}
+    write_text_atomic(folder / "selected.json", json.dumps(selected, indent=2) + "\n")
+    inherited = "" if selected["inherited_acc"] is None else f", inherited {selected['inherited_acc']:.3f}"
+    print(f"selected {top['label']} (validation {top['val_acc']:.4f}, the best of {len(rows)}{inherited}) -> {folder / 'selected.json'}; "
+          f"retrain it longer: python -m nas.retrain {folder / 'selected.json'} --epochs N", flush=True)
+    return folder / "selected.json"
+
+
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -279,6 +308,8 @@ def main(argv=None) -> int:
             results.append(trainer.run())
     for metrics in results:
         report(metrics)
+    if len(results) > 1:
+        write_selection(results, args.arch_file)
     return 0
 
 

@@ -182,10 +182,37 @@ def test_top_k_from_pareto_csv_picks_the_most_accurate(tmp_path, capsys, run):
     out = tmp_path / "top"
     proc = cli(capsys, run.path / "pareto.csv", "--top", "2", *FAST, "--epochs", "1", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["trial-11", "trial-12"]  # acc 0.62 and 0.55
+    assert sorted(p.name for p in out.iterdir()) == ["selected.json", "selection.csv", "trial-11", "trial-12"]  # acc 0.62, 0.55
+    metrics = {}
     for trial, k in (("trial-11", 1), ("trial-12", 2)):
-        m = json.loads((out / trial / "metrics.json").read_text())
+        metrics[trial] = m = json.loads((out / trial / "metrics.json").read_text())
         assert Arch.from_dict(m["arch"]) == run.archs[k] and m["inherited_val_acc"] == run.accs[k] and m["source"]["trial"] == 10 + k
+    # the two choose among themselves on validation accuracy (ties: the higher inherited accuracy, trial-11)
+    winner = max(metrics, key=lambda t: (metrics[t]["val_acc"], metrics[t]["inherited_val_acc"]))
+    table = pd.read_csv(out / "selection.csv")
+    assert table["label"].tolist() == sorted(metrics, key=lambda t: (-metrics[t]["val_acc"], -metrics[t]["inherited_val_acc"]))
+    assert table["val_acc"].tolist() == sorted((m["val_acc"] for m in metrics.values()), reverse=True)
+    selected = json.loads((out / "selected.json").read_text())
+    assert Arch.from_dict(selected["arch"]) == Arch.from_dict(metrics[winner]["arch"])
+    assert selected["accuracy"] == metrics[winner]["val_acc"] and selected["inherited_acc"] == metrics[winner]["inherited_val_acc"]
+    assert selected["trial"] == metrics[winner]["source"]["trial"] and selected["run"] == str(run.path)
+    assert f"selected {winner}" in proc.stdout and selected["split"].startswith("validation (trained alone 1 epochs, best of the top 2")
+    # selected.json is a best.json: nas.retrain takes it back, on the run's data and split, with its inherited accuracy
+    again = cli(capsys, out / "selected.json", *FAST, "--epochs", "1", "--out", tmp_path / "final")
+    assert again.returncode == 0, again.stderr
+    final = json.loads((tmp_path / "final" / "metrics.json").read_text())
+    assert final["arch"] == metrics[winner]["arch"] and final["inherited_val_acc"] == metrics[winner]["inherited_val_acc"]
+    assert final["source"]["run"] == str(run.path) and final["val_acc"] == metrics[winner]["val_acc"]
+
+
+def test_top_k_skips_repeated_architectures(tmp_path, run):
+    from nas.retrain import candidates_from_table
+
+    table = pd.read_csv(run.path / "pareto.csv")
+    repeated = pd.concat([table, table.iloc[[1]].assign(trial=99, acc=0.9)])
+    repeated.to_csv(tmp_path / "trials.csv", index=False)
+    found = candidates_from_table(tmp_path / "trials.csv", 2)
+    assert [c.trial for c in found] == [99, 12] and found[0].arch == run.archs[1]
 
 
 def test_resume_and_out_folder_rules(tmp_path, capsys, run):
