@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nas import retrain as retrain_cli
@@ -144,10 +145,14 @@ def main(argv=None) -> int:
     table.to_csv(out / "table.csv")
     best_ref = table.drop(index="searched")["test_mean"].idxmax()
     margin = (table.loc["searched", "test_mean"] - table.loc[best_ref, "test_mean"]) * 100
+    # the seeds' share of the margin's uncertainty; the 2,000 test images add their own, shared by every row
+    margin_se = float(np.hypot(table.loc["searched", "test_std"], table.loc[best_ref, "test_std"]) / np.sqrt(args.seeds) * 100)
     (out / "summary.json").write_text(json.dumps({"limit_macs": limit, "best_reference": best_ref, "margin_points": margin,
+                                                  "margin_standard_error_points": margin_se,
                                                   "table": table.reset_index().to_dict("records"), "settings": vars(args)}, indent=2) + "\n")
     print(f"\nmargin of the searched architecture ({table.loc['searched', 'target_gmacs']:.2f}G MACs) over the best reference, "
-          f"{best_ref} ({table.loc[best_ref, 'target_gmacs']:.2f}G): {margin:+.2f} points of test top-1 (mean of {args.seeds} seeds)")
+          f"{best_ref} ({table.loc[best_ref, 'target_gmacs']:.2f}G): {margin:+.2f} points of test top-1 (mean of {args.seeds} seeds, "
+          f"standard error over the seeds {margin_se:.2f} points)")
     return 0
 
 

@@ -1,13 +1,14 @@
 """python -m nas.audit results/<run> [--archs 12] [--epochs 4] [--seeds 1] [--spread-archs 3] [--spread-seeds 3]
     [--calib-batches N] [--archs-from AUDIT_CSV] [--standalone-dir DIR] [--out DIR] [--space-file F] [--workers N]
-    [--device auto]
+    [--device auto] [--target-tau 0.75]
 
 How well a run's supernet ranks architectures, measured on the run's own data: architectures chosen
 from the run (its Pareto members, the rest stratified over the MAC range it evaluated) are each trained
 alone from scratch with one recipe and scored on the validation split; their inherited (supernet)
 accuracy is compared with that ground truth by Kendall tau and Spearman rho with bootstrap intervals,
 beside the tau of MACs alone. A few architectures are trained with several seeds, so that the ground
-truth's own noise is reported next to the spread between architectures.
+truth's own noise is reported next to the spread between architectures, with the seeds per architecture
+that would let it bear a Kendall tau of --target-tau.
 
 Writes <run>/audit/ (audit.csv, audit.json, audit.png, section.md, the trainings) and adds a section to
 the run's report.md. A killed audit keeps its finished trainings; run it again to go on.
@@ -36,7 +37,7 @@ from nas.measure.device import resolve_device
 from nas.measure.evaluate import calibration_loader, evaluate
 from nas.reporting.load import load_trials
 from nas.reporting.plots import audit_figure, png_bytes
-from nas.reporting.ranking import correlation, seed_spread, tau_ceiling
+from nas.reporting.ranking import correlation, seed_spread, seeds_for_ceiling, tau_ceiling
 
 
 def build_parser() -> Parser:
@@ -56,6 +57,8 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=int, default=0, help="Ray tasks training at once (default: the GPUs visible, else 1: in this process)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--target-tau", type=float, default=0.75,
+                   help="the tau the ground truth should be able to bear: the audit says how many seeds that takes (default 0.75)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of architectures and the bootstrap")
     return p
@@ -72,6 +75,8 @@ def check_args(args) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
     if args.out:
         runs.check_folder_path(Path(args.out))
+    if not 0 < args.target_tau < 1:
+        raise UserError(f"--target-tau must be between 0 and 1 (exclusive), got {args.target_tau}")
     if args.calib_batches is not None and args.calib_batches < 0:
         raise UserError(f"--calib-batches must be at least 0, got {args.calib_batches}")
 
@@ -107,8 +112,21 @@ def summarize(rows: pd.DataFrame, trainings: pd.DataFrame, args) -> dict:
     spread["ground_truth_noise"] = spread["seed_std"] / np.sqrt(args.seeds)
     spread["noise_ratio"] = spread["ground_truth_noise"] / spread["between_arch_std"] if spread["between_arch_std"] else float("nan")
     spread["tau_ceiling"] = tau_ceiling(spread["noise_ratio"])
+    spread["target_tau"] = args.target_tau
+    spread["seeds_for_target"] = seeds_for_ceiling(spread["seed_std"], spread["between_arch_std"], args.seeds, args.target_tau)
     return {"n": int(len(rows)), "kendall_tau": tau, "spearman_rho": rho, "macs_kendall_tau": macs, "spread": spread,
             "beats_macs": bool(tau["ci90"][0] > macs["value"])}
+
+
+def seeds_sentence(spread: dict, seeds: int) -> str:
+    target, needed = spread["target_tau"], spread["seeds_for_target"]
+    if needed is None:
+        return (f"The measured differences between architectures are no larger than the noise, so no number of seeds can be "
+                f"estimated for a ceiling of {target:.2f}: train longer (--epochs) or choose more distinct architectures.")
+    if needed <= seeds:
+        return f"A ceiling of {target:.2f} needs {needed} seed(s) per architecture; this ground truth has {seeds}."
+    return (f"A ceiling of {target:.2f} needs about {needed} seeds per architecture at these epochs (this audit has {seeds}; "
+            f"--seeds {needed} trains the rest, keeping the finished ones), or longer trainings.")
 
 
 def section(run: Path, result: dict, args) -> str:
@@ -132,7 +150,7 @@ def section(run: Path, result: dict, args) -> str:
         f"{s['between_arch_std']:.4f} between architectures (ratio {s['noise_ratio']:.2f}: the noise is {verdict} the differences "
         f"being ranked). Against this ground truth a perfect ranker would reach a Kendall tau of about {s['tau_ceiling']:.2f} "
         "(Gaussian noise; `tau_ceiling` in `nas/reporting/ranking.py`): a tau far below it is the supernet's fault, one near it "
-        "the ground truth's; more seeds or epochs raise the ceiling.", "",
+        f"the ground truth's. {seeds_sentence(s, args.seeds)}", "",
         "![ranking audit](audit/audit.png)", "", "Per architecture: [`audit/audit.csv`](audit/audit.csv).", ""])
 
 
@@ -202,7 +220,8 @@ def main(argv=None) -> int:
         write_report(run)
     tau, macs, s = result["kendall_tau"], result["macs_kendall_tau"], result["spread"]
     print(f"seed-to-seed std {s['seed_std']:.4f} (mean of {args.seeds}: {s['ground_truth_noise']:.4f}) vs between architectures "
-          f"{s['between_arch_std']:.4f}: a perfect ranker's tau about {s['tau_ceiling']:.2f}; results in {out}")
+          f"{s['between_arch_std']:.4f}: a perfect ranker's tau about {s['tau_ceiling']:.2f}. {seeds_sentence(s, args.seeds)} "
+          f"Results in {out}")
     print(f"n={result['n']} kendall_tau={tau['value']:.3f} [{tau['ci90'][0]:.3f}, {tau['ci90'][1]:.3f}] "
           f"spearman_rho={result['spearman_rho']['value']:.3f} macs_tau={macs['value']:.3f} [{macs['ci90'][0]:.3f}, {macs['ci90'][1]:.3f}]",
           flush=True)

@@ -11,7 +11,7 @@ from nas.runs import SearchSettings
 import numpy as np
 from scipy import stats
 
-from nas.reporting.ranking import correlation, seed_spread, tau_ceiling
+from nas.reporting.ranking import correlation, seed_spread, seeds_for_ceiling, tau_ceiling
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
 
@@ -37,10 +37,27 @@ def test_tau_ceiling_matches_a_perfect_ranker_on_noisy_truth():
         assert stats.kendalltau(truth, measured).statistic == pytest.approx(tau_ceiling(ratio), abs=0.02)
 
 
+def test_seeds_for_ceiling_is_the_fewest_seeds_that_reach_the_target():
+    seed_std, between, seeds = 0.0134, 0.0153, 2
+    true_var = between ** 2 - seed_std ** 2 / seeds
+
+    def ceiling(n):  # the spread a ground truth of n seeds would measure holds the truth and its noise
+        noise = seed_std / np.sqrt(n)
+        return tau_ceiling(noise / np.sqrt(true_var + noise ** 2))
+
+    n = seeds_for_ceiling(seed_std, between, seeds, 0.75)
+    assert n == 8 and ceiling(n) >= 0.75 > ceiling(n - 1)
+    assert ceiling(seeds) == pytest.approx(tau_ceiling(seed_std / np.sqrt(seeds) / between))  # consistent with what was measured
+    assert seeds_for_ceiling(0.001, 0.1, 1, 0.5) == 1
+    assert seeds_for_ceiling(0.02, 0.01, 1, 0.75) is None  # the spread is all noise
+    assert seeds_for_ceiling(float("nan"), 0.01, 1, 0.75) is None
+
+
 def test_bad_input(tmp_path):
     assert_user_error(run_main("nas.audit", str(tmp_path)), "not a search run (no config.json)")
     assert_user_error(run_main("nas.audit", str(tmp_path), "--archs", "1"), "--archs must be at least 3")
     assert_user_error(run_main("nas.audit", str(tmp_path / "nope")), "does not exist")
+    assert_user_error(run_main("nas.audit", str(tmp_path), "--target-tau", "1"), "--target-tau must be between 0 and 1")
     run = tmp_path / "run"
     run.mkdir()
     runs.write_config(SearchSettings(space="psvit_ext", flops=4.5e9, trials=5, run_dir=str(run)), run, {"supernet": str(run / "gone.pt")})
@@ -75,6 +92,9 @@ def test_audit_writes_its_table_plot_and_section_and_resumes_after_a_kill(finish
     assert sorted(rows["seeds"]) == [1, 1, 2, 2] and rows["inherited_acc"].between(0, 1).all()
     result = json.loads((run / "audit" / "audit.json").read_text())
     assert result["n"] == 4 and -1 <= result["kendall_tau"]["value"] <= 1 and result["spread"]["runs_with_seeds"] == 4
+    spread = result["spread"]
+    assert spread["seeds_for_target"] == seeds_for_ceiling(spread["seed_std"], spread["between_arch_std"], 1, 0.75)
+    assert "A ceiling of 0.75" in (run / "audit" / "section.md").read_text() and "A ceiling of 0.75" in proc.stdout
     assert (run / "audit" / "audit.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
     assert "## Ranking audit" in report and "audit/audit.png" in report and report.count("## Ranking audit") == 1

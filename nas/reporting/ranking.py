@@ -2,6 +2,7 @@
 and the seed-to-seed spread of a ground truth against the spread between architectures."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -51,3 +52,15 @@ def tau_ceiling(noise_ratio: float) -> float:
         return float("nan")
     rho = np.sqrt(max(0.0, 1.0 - min(noise_ratio, 1.0) ** 2))
     return float(2 / np.pi * np.arcsin(rho))
+
+
+def seeds_for_ceiling(seed_std: float, between_std: float, seeds: int, target: float) -> int | None:
+    """Seeds per architecture at which a perfect ranker's expected tau (`tau_ceiling`) reaches `target`, from a ground
+    truth measured with `seeds` seeds each: the true spread between architectures is what the measured spread holds
+    beyond the noise of a mean of `seeds` (between_std**2 - seed_std**2 / seeds). None when none of it is left
+    (the measured differences are all noise) or the spread is unmeasured."""
+    true_var = between_std ** 2 - seed_std ** 2 / seeds
+    if not (math.isfinite(true_var) and true_var > 0 and math.isfinite(seed_std)):
+        return None
+    r = math.sin(target * math.pi / 2)  # the correlation of truth and measurement that Greiner's relation turns into `target`
+    return max(1, math.ceil(seed_std ** 2 / (true_var * (1 / r ** 2 - 1)) - 1e-9))
