@@ -112,14 +112,13 @@ def summarize(rows: pd.DataFrame, trainings: pd.DataFrame, args) -> dict:
     spread["ground_truth_noise"] = spread["seed_std"] / np.sqrt(args.seeds)
     spread["noise_ratio"] = spread["ground_truth_noise"] / spread["between_arch_std"] if spread["between_arch_std"] else float("nan")
     spread["tau_ceiling"] = tau_ceiling(spread["noise_ratio"])
-    spread["target_tau"] = args.target_tau
     spread["seeds_for_target"] = seeds_for_ceiling(spread["seed_std"], spread["between_arch_std"], args.seeds, args.target_tau)
     return {"n": int(len(rows)), "kendall_tau": tau, "spearman_rho": rho, "macs_kendall_tau": macs, "spread": spread,
             "beats_macs": bool(tau["ci90"][0] > macs["value"])}
 
 
-def seeds_sentence(spread: dict, seeds: int) -> str:
-    target, needed = spread["target_tau"], spread["seeds_for_target"]
+def seeds_sentence(spread: dict, args) -> str:
+    target, needed, seeds = args.target_tau, spread["seeds_for_target"], args.seeds
     if needed is None:
         return (f"The measured differences between architectures are no larger than the noise, so no number of seeds can be "
                 f"estimated for a ceiling of {target:.2f}: train longer (--epochs) or choose more distinct architectures.")
@@ -150,7 +149,7 @@ def section(run: Path, result: dict, args) -> str:
         f"{s['between_arch_std']:.4f} between architectures (ratio {s['noise_ratio']:.2f}: the noise is {verdict} the differences "
         f"being ranked). Against this ground truth a perfect ranker would reach a Kendall tau of about {s['tau_ceiling']:.2f} "
         "(Gaussian noise; `tau_ceiling` in `nas/reporting/ranking.py`): a tau far below it is the supernet's fault, one near it "
-        f"the ground truth's. {seeds_sentence(s, args.seeds)}", "",
+        f"the ground truth's. {seeds_sentence(s, args)}", "",
         "![ranking audit](audit/audit.png)", "", "Per architecture: [`audit/audit.csv`](audit/audit.csv).", ""])
 
 
@@ -220,7 +219,7 @@ def main(argv=None) -> int:
         write_report(run)
     tau, macs, s = result["kendall_tau"], result["macs_kendall_tau"], result["spread"]
     print(f"seed-to-seed std {s['seed_std']:.4f} (mean of {args.seeds}: {s['ground_truth_noise']:.4f}) vs between architectures "
-          f"{s['between_arch_std']:.4f}: a perfect ranker's tau about {s['tau_ceiling']:.2f}. {seeds_sentence(s, args.seeds)} "
+          f"{s['between_arch_std']:.4f}: a perfect ranker's tau about {s['tau_ceiling']:.2f}. {seeds_sentence(s, args)} "
           f"Results in {out}")
     print(f"n={result['n']} kendall_tau={tau['value']:.3f} [{tau['ci90'][0]:.3f}, {tau['ci90'][1]:.3f}] "
           f"spearman_rho={result['spearman_rho']['value']:.3f} macs_tau={macs['value']:.3f} [{macs['ci90'][0]:.3f}, {macs['ci90'][1]:.3f}]",

@@ -63,4 +63,5 @@ def seeds_for_ceiling(seed_std: float, between_std: float, seeds: int, target: f
     if not (math.isfinite(true_var) and true_var > 0 and math.isfinite(seed_std)):
         return None
     r = math.sin(target * math.pi / 2)  # the correlation of truth and measurement that Greiner's relation turns into `target`
+    # the fewest seeds whose noise variance seed_std**2 / n is at most true_var * (1/r**2 - 1); 1e-9 keeps an exact n from rounding up
     return max(1, math.ceil(seed_std ** 2 / (true_var * (1 / r ** 2 - 1)) - 1e-9))
