@@ -43,7 +43,8 @@ from nas.reporting.ranking import correlation, seed_spread, seeds_for_ceiling, t
 def build_parser() -> Parser:
     p = Parser(prog="python -m nas.audit", description=__doc__.split("\n\n")[1])
     p.add_argument("run", help="a finished search run folder (results/<run>)")
-    p.add_argument("--archs", type=int, default=12, help="architectures ranked (default 12)")
+    p.add_argument("--archs", type=int, default=None,
+                   help="architectures ranked (default 12; with --archs-from, all of its, or this many spread over its MACs)")
     p.add_argument("--epochs", type=int, default=4, help="standalone training epochs (the quick recipe otherwise)")
     p.add_argument("--seeds", type=int, default=1, help="standalone seeds per architecture, averaged")
     p.add_argument("--spread-archs", type=int, default=3, help="architectures trained with --spread-seeds seeds to measure the noise")
@@ -65,7 +66,7 @@ def build_parser() -> Parser:
 
 
 def check_args(args) -> None:
-    if args.archs < 3:
+    if args.archs is not None and args.archs < 3:
         raise UserError(f"--archs must be at least 3 (a rank correlation of fewer says nothing), got {args.archs}")
     for name in ("epochs", "seeds", "spread_seeds", "bootstrap"):
         if getattr(args, name) < 1:
@@ -134,7 +135,7 @@ def section(run: Path, result: dict, args) -> str:
     fmt = lambda r: f"{r['value']:.3f} | [{r['ci90'][0]:.3f}, {r['ci90'][1]:.3f}]"  # noqa: E731
     return "\n".join([
         "## Ranking audit", "",
-        f"`python -m nas.audit {run} --archs {args.archs} --epochs {args.epochs} --seeds {args.seeds}` ({result['date']}): "
+        f"`python -m nas.audit {run} --archs {result['n']} --epochs {args.epochs} --seeds {args.seeds}` ({result['date']}): "
         f"{result['n']} architectures ({result['pareto_members']} Pareto members of the run, the others stratified over the MACs it "
         f"evaluated), each trained alone from scratch ({RECIPE} recipe, {args.epochs} epochs, the run's data and split) and scored "
         "on the validation split, against their inherited accuracy (the supernet's, BatchNorm recalibrated).", "",
@@ -160,7 +161,8 @@ def main(argv=None) -> int:
     config, supernet_path, trials = load_run(args)
     settings = config["settings"]
     run = Path(args.run)
-    archs = architectures_from(args.archs_from, trials) if args.archs_from else choose_architectures(trials, args.archs, args.seed)
+    archs = (architectures_from(args.archs_from, trials, args.archs) if args.archs_from
+             else choose_architectures(trials, args.archs or 12, args.seed))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -99,3 +99,21 @@ def test_audit_writes_its_table_plot_and_section_and_resumes_after_a_kill(finish
     report = (run / "report.md").read_text()
     assert "## Ranking audit" in report and "audit/audit.png" in report and report.count("## Ranking audit") == 1
     assert proc.stdout.strip().splitlines()[-1].startswith("n=4 kendall_tau=")
+
+
+def test_archs_from_takes_n_evenly_spaced_over_the_earlier_audit(tmp_path):
+    from nas.auditing.selection import architectures_from, arch_id
+    from nas.errors import UserError
+    from search_spaces import get_space
+
+    space = get_space("psvit_ext")
+    texts = [space.sample(i).to_json() for i in range(5)]
+    csv = tmp_path / "audit.csv"
+    pd.DataFrame({"arch": texts, "macs": range(5)}).to_csv(csv, index=False)
+    trials = pd.DataFrame({"trial": [7], "arch": [texts[4]], "acc": [0.5], "is_pareto": [True]})
+    every = architectures_from(csv, trials)
+    assert every["arch"].tolist() == texts and every["trial"].tolist() == [-1, -1, -1, -1, 7]
+    three = architectures_from(csv, trials, 3)
+    assert three["arch_id"].tolist() == [arch_id(texts[i]) for i in (0, 2, 4)] and three["is_pareto"].tolist() == [False, False, True]
+    with pytest.raises(UserError, match=r"--archs 6: --archs-from .* holds 5 architectures; give --archs 5 or fewer"):
+        architectures_from(csv, trials, 6)

@@ -49,16 +49,21 @@ def choose_architectures(trials: pd.DataFrame, n: int, seed: int, pareto_share: 
     return chosen[columns].sort_values(["macs", "trial"]).reset_index(drop=True)
 
 
-def architectures_from(audit_csv, trials: pd.DataFrame) -> pd.DataFrame:
+def architectures_from(audit_csv, trials: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
     """The architectures another audit ranked (its audit.csv), for comparing supernets on the same ground truth;
     one this run also evaluated gets its trial and search accuracy, any other trial -1 (its inherited accuracy
-    is measured all the same)."""
+    is measured all the same). With `n`, only n of them, evenly spaced in the file's order (an audit lists its
+    architectures by MACs), the first and the last always kept: a cheaper ground truth over the same range."""
     try:
         other = pd.read_csv(audit_csv)
     except (OSError, ValueError) as e:
         raise UserError(f"--archs-from {audit_csv}: not a readable audit.csv ({str(e).splitlines()[0][:100]})") from None
     if "arch" not in other.columns:
         raise UserError(f"--archs-from {audit_csv}: no arch column; give the audit.csv an earlier nas.audit wrote")
+    if n is not None:
+        if n > len(other):
+            raise UserError(f"--archs {n}: --archs-from {audit_csv} holds {len(other)} architectures; give --archs {len(other)} or fewer")
+        other = other.iloc[np.linspace(0, len(other) - 1, n).round().astype(int)]
     rows = []
     for text in other["arch"]:
         found = trials[trials["arch"].map(arch_id) == arch_id(text)]
