@@ -6,8 +6,8 @@ Each standalone training (nas.audit) reports its top-1 on the validation split a
 For the trainings of --epochs epochs, this prints the seed-to-seed standard deviation (pooled over the
 architectures trained with several seeds) and the standard deviation between architectures, scored on
 the validation images, the test images, and both together. If the noise were the evaluation set's
-(which images a model happens to get right), scoring on three times the images would divide it by
-about sqrt(3); if it is the training's (a different model per seed), more images leave it as it is.
+(which images a model happens to get right), scoring on k times the images would divide it by about
+sqrt(k); if it is the training's (a different model per seed), more images leave it as it is.
 The last line is the seed-to-seed standard deviation on the validation images and on all of them.
 """
 from __future__ import annotations

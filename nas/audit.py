@@ -28,7 +28,7 @@ from search_spaces import Arch, get_space
 from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
 from nas import runs
-from nas.auditing.selection import architectures_from, choose_architectures
+from nas.auditing.selection import architectures_from, choose_architectures, evenly_spaced
 from nas.auditing.standalone import RECIPE, plan_trainings, run_trainings
 from nas.cli import Parser, run_cli
 from nas.errors import UserError
@@ -99,8 +99,7 @@ def load_run(args):
 def spread_seeds(archs: pd.DataFrame, args) -> dict[str, int]:
     """Seeds per architecture: --seeds for all, --spread-seeds for --spread-archs of them spread over their MACs."""
     seeds = {a: args.seeds for a in archs["arch_id"]}
-    k = min(args.spread_archs, len(archs))
-    for i in np.unique(np.linspace(0, len(archs) - 1, k).round().astype(int)) if k else []:
+    for i in evenly_spaced(len(archs), args.spread_archs):
         seeds[archs["arch_id"].iloc[i]] = max(args.seeds, args.spread_seeds)
     return seeds
 

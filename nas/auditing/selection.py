@@ -17,6 +17,11 @@ def arch_id(arch_json: str) -> str:
     return hashlib.sha256(Arch.from_json(arch_json).key().encode()).hexdigest()[:12]
 
 
+def evenly_spaced(count: int, k: int) -> np.ndarray:
+    """k distinct positions spread evenly over `count` ordered items, the first and the last among them (none for k=0)."""
+    return np.unique(np.linspace(0, count - 1, min(k, count)).round().astype(int))
+
+
 def choose_architectures(trials: pd.DataFrame, n: int, seed: int, pareto_share: float = 1 / 3) -> pd.DataFrame:
     """`n` distinct evaluated feasible architectures of the run: its Pareto members (at most `pareto_share` of n,
     spread over their MAC range), then one per equal-width MAC bin over the evaluated trials' range, drawn with
@@ -29,7 +34,7 @@ def choose_architectures(trials: pd.DataFrame, n: int, seed: int, pareto_share: 
                         "or run the search longer (--resume --trials N)")
     pareto = ok[ok["is_pareto"]].sort_values("macs")
     k = min(len(pareto), max(1, int(n * pareto_share)))
-    chosen = pareto.iloc[np.unique(np.linspace(0, len(pareto) - 1, k).round().astype(int))] if k else pareto.iloc[:0]
+    chosen = pareto.iloc[evenly_spaced(len(pareto), k)]
     rest = ok.drop(chosen.index)
     bins = n - len(chosen)
     if bins:
@@ -63,7 +68,7 @@ def architectures_from(audit_csv, trials: pd.DataFrame, n: int | None = None) ->
     if n is not None:
         if n > len(other):
             raise UserError(f"--archs {n}: --archs-from {audit_csv} holds {len(other)} architectures; give --archs {len(other)} or fewer")
-        other = other.iloc[np.linspace(0, len(other) - 1, n).round().astype(int)]
+        other = other.iloc[evenly_spaced(len(other), n)]
     rows = []
     for text in other["arch"]:
         found = trials[trials["arch"].map(arch_id) == arch_id(text)]
