@@ -9,9 +9,9 @@ one-shot supernet by one choice and trains the parts on (Zhao et al., ICML 2021)
 accuracy is then its own part's. The control trains the unsplit supernet on over the whole space for as many
 epochs as the parts together (--control-epochs, default parts x --epochs), with the same schedule.
 
-Both, the run's supernet as it was, and MAC counting are ranked against the audit's standalone accuracies
-(Kendall tau with a 90% bootstrap interval over the architectures), and the split's tau less the
-control's with a paired interval. Trainings are kept in --out and resumed.
+Both, the run's supernet as it was (the audit's inherited accuracy), and MAC counting are ranked against the
+audit's standalone accuracies (Kendall tau with a 90% bootstrap interval over the architectures), and the split's
+tau less the control's with a paired interval. Trainings are kept in --out and resumed.
 The last line: the split's tau and the control's.
 """
 from __future__ import annotations
@@ -94,7 +94,6 @@ def main() -> None:
     control_epochs = args.control_epochs or len(ops) * args.epochs
     print(f"control: {control_epochs} epochs on the whole space", flush=True)
     control = train_on(start, dataclasses.replace(base, epochs=control_epochs, out=str(out / "control")), bundle, space)
-    net.eval()
 
     audit = pd.read_csv(args.audit_csv)
     val_loader, calib = make_loader(bundle, "val", 256), calibration_loader(bundle)
@@ -104,7 +103,7 @@ def main() -> None:
         arch = Arch.from_json(row["arch"])
         op = arch.merges[args.boundary]
         rows.append({"arch_id": row["arch_id"], "merge": op, "macs": row["macs"], "standalone_acc": row["standalone_acc"],
-                     "unsplit_acc": evaluate(net, arch, val_loader, calib, batches),
+                     "unsplit_acc": row["inherited_acc"],
                      "split_acc": evaluate(parts[op], arch, val_loader, calib, batches),
                      "control_acc": evaluate(control, arch, val_loader, calib, batches)})
         print(f"inherited {k + 1}/{len(audit)}: {row['arch_id']} ({op}) unsplit {rows[-1]['unsplit_acc']:.3f}, "
