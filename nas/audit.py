@@ -30,7 +30,7 @@ from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 from nas import runs
 from nas.auditing.selection import architectures_from, choose_architectures, evenly_spaced
 from nas.auditing.standalone import RECIPE, plan_trainings, run_trainings
-from nas.cli import Parser, run_cli
+from nas.cli import Parser, run_cli, seed_type
 from nas.errors import UserError
 from nas.measure.costs import arch_costs
 from nas.measure.device import resolve_device
@@ -38,6 +38,7 @@ from nas.measure.evaluate import calibration_loader, evaluate
 from nas.reporting.load import load_trials
 from nas.reporting.plots import audit_figure, png_bytes
 from nas.reporting.ranking import correlation, seed_spread, seeds_for_ceiling, tau_ceiling
+from nas.training.recipes import RECIPES
 
 
 def build_parser() -> Parser:
@@ -61,7 +62,7 @@ def build_parser() -> Parser:
     p.add_argument("--target-tau", type=float, default=0.75,
                    help="the tau the ground truth should be able to bear: the audit says how many seeds that takes (default 0.75)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
-    p.add_argument("--seed", type=int, default=0, help="seeds the choice of architectures and the bootstrap")
+    p.add_argument("--seed", type=seed_type(), default=0, help="seeds the choice of architectures and the bootstrap")
     return p
 
 
@@ -76,6 +77,8 @@ def check_args(args) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
     if args.out:
         runs.check_folder_path(Path(args.out))
+    if args.standalone_dir:
+        runs.check_folder_path(Path(args.standalone_dir), "--standalone-dir")
     if not 0 < args.target_tau < 1:
         raise UserError(f"--target-tau must be between 0 and 1 (exclusive), got {args.target_tau}")
     if args.calib_batches is not None and args.calib_batches < 0:
@@ -176,7 +179,8 @@ def main(argv=None) -> int:
         raise UserError(f"audit {run}: its supernet {supernet_path} is for space {ckpt['space']!r}, the run searched {space.name!r}")
     scale = net.scale
     split_seed, val_fraction = runs.data_split(config)
-    bundle = load_data(settings["data"], img_size=scale.img_size, seed=split_seed, val_fraction=val_fraction)
+    bundle = load_data(settings["data"], img_size=scale.img_size, seed=split_seed, val_fraction=val_fraction,
+                       batch_size=RECIPES[RECIPE]["batch_size"])
     root = Path(args.standalone_dir) if args.standalone_dir else Path(args.out or run / runs.AUDIT) / "standalone"
     plan = plan_trainings(archs, space=space.name, data=settings["data"], split=(split_seed, val_fraction), scale=scale.to_dict(),
                           epochs=args.epochs, seeds=spread_seeds(archs, args), root=root, device=args.device,

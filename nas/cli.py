@@ -28,6 +28,29 @@ def run_cli(main):
     return wrapper
 
 
+MAX_SEED = 2**32 - 1  # what numpy, torch and Optuna take as a seed
+
+
+def bounded_int(flag: str, lowest: int, highest: int):
+    """An argparse type: an integer from `lowest` to `highest`, else one line naming the flag and the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not lowest <= value <= highest:
+            raise UserError(f"{flag} must be an integer from {lowest} to {highest:,}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def seed_type(flag: str = "--seed"):
+    return bounded_int(flag, 0, MAX_SEED)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) and values that may start with '-' (`--flops -1G` is
     read as the value -1G, so the limit's own check can say what is wrong with it)."""

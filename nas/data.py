@@ -29,6 +29,7 @@ from nas.augmentation import check_auto_augment, rand_augment_tensor, train_tran
 from nas.errors import UserError
 
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_CLASSES = 100_000  # a label is a class index; ImageNet-21k has 21,841 classes
 
 
 @dataclass
@@ -93,7 +94,8 @@ def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
 
 
-def _array_bundle(name, x_train, y_train, x_test, y_test, img_size, seed, val_fraction, flip) -> DataBundle:
+def _array_bundle(name, x_train, y_train, x_test, y_test, img_size, seed, val_fraction, flip, batch_size=None) -> DataBundle:
+    check_split_sizes(len(x_train), val_fraction, batch_size, name)
     train_all = ArrayData(_to_nchw(x_train, img_size), torch.as_tensor(np.asarray(y_train), dtype=torch.long))
     test = ArrayData(_to_nchw(x_test, img_size), torch.as_tensor(np.asarray(y_test), dtype=torch.long))
     tr, va = _split(len(train_all), val_fraction, seed)
@@ -103,17 +105,18 @@ def _array_bundle(name, x_train, y_train, x_test, y_test, img_size, seed, val_fr
     return DataBundle(name, train, val, test, num_classes, img_size, mean, std, flip=flip)
 
 
-def _digits(img_size: int, seed: int, val_fraction: float) -> DataBundle:
+def _digits(img_size: int, seed: int, val_fraction: float, batch_size: int | None = None) -> DataBundle:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = (d.images * (255.0 / 16.0)).round().astype(np.uint8)
     rest, test = _split(len(images), 0.2, seed=12345)  # fixed test split, independent of the run's seed
     rest, test = rest.numpy(), test.numpy()
-    return _array_bundle("digits", images[rest], d.target[rest], images[test], d.target[test], img_size, seed, val_fraction, flip=False)
+    return _array_bundle("digits", images[rest], d.target[rest], images[test], d.target[test], img_size, seed, val_fraction, flip=False,
+                         batch_size=batch_size)
 
 
-def _npz(path: str, img_size: int | None, seed: int, val_fraction: float) -> DataBundle:
+def _npz(path: str, img_size: int | None, seed: int, val_fraction: float, batch_size: int | None = None) -> DataBundle:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--data npz:{path}: file does not exist")
@@ -133,8 +136,10 @@ def _npz(path: str, img_size: int | None, seed: int, val_fraction: float) -> Dat
         _check_arrays(f"--data npz:{path}", x, y, split)
     if len(x_train) < 2:
         raise UserError(f"--data npz:{path}: x_train has {len(x_train)} image(s); at least 2 are needed to split off a validation set")
+    if len(np.unique(y_train)) < 2:
+        raise UserError(f"--data npz:{path}: y_train holds one class ({int(y_train[0])}); a classifier needs at least 2 classes")
     size = img_size or int(x_train.shape[1])
-    return _array_bundle(p.stem, x_train, y_train, x_test, y_test, size, seed, val_fraction, flip=True)
+    return _array_bundle(p.stem, x_train, y_train, x_test, y_test, size, seed, val_fraction, flip=True, batch_size=batch_size)
 
 
 def _check_arrays(where: str, x: np.ndarray, y: np.ndarray, split: str) -> None:
@@ -151,9 +156,13 @@ def _check_arrays(where: str, x: np.ndarray, y: np.ndarray, split: str) -> None:
         raise UserError(f"{where}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
     if y.min() < 0:
         raise UserError(f"{where}: y_{split} holds the label {int(y.min())}; labels must be class indices 0, 1, 2, ...")
+    if y.max() >= MAX_CLASSES:
+        raise UserError(f"{where}: y_{split} holds the label {int(y.max())}; labels must be class indices 0 to {MAX_CLASSES - 1} "
+                        f"(at most {MAX_CLASSES:,} classes)")
 
 
-def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None) -> DataBundle:
+def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None,
+            batch_size: int | None = None) -> DataBundle:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
 
     root = Path(path)
@@ -166,6 +175,8 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, aut
     classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
     if not classes:
         raise UserError(f"--data folder:{path}: train/ has no class subfolders")
+    if len(classes) < 2:
+        raise UserError(f"--data folder:{path}: train/ has one class folder ({classes[0]}); a classifier needs at least 2")
     size = img_size or 224
     train_tf = train_transform(size, auto_augment)
     eval_tf = create_transform(size, is_training=False)
@@ -175,17 +186,35 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, aut
         test = create_dataset("", root=str(val_dir), transform=eval_tf)
     except RuntimeError as e:  # timm: "Found 0 images in subfolders of ..."
         raise UserError(f"--data folder:{path}: {str(e).splitlines()[0][:160]}") from None
-    tr, va = _split(len(train_all), val_fraction, seed)
-    train = torch.utils.data.Subset(train_all, tr.tolist())
-    val = torch.utils.data.Subset(eval_all, va.tolist())
     for split, data in (("train", train_all), (val_dir.name, test)):
         if len(data) < (2 if split == "train" else 1):
             raise UserError(f"--data folder:{path}: {split}/ holds {len(data)} image(s); its class folders need images "
                             "(.jpg, .png, ...), and train/ at least 2")
+        check_images(f"--data folder:{path}", [p for p, _ in data.reader.samples])
+    check_split_sizes(len(train_all), val_fraction, batch_size, f"folder:{path}")
+    tr, va = _split(len(train_all), val_fraction, seed)
+    train = torch.utils.data.Subset(train_all, tr.tolist())
+    val = torch.utils.data.Subset(eval_all, va.tolist())
     return DataBundle(root.name, train, val, test, len(classes), size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
-def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None) -> DataBundle:
+def check_images(where: str, files: list[str]) -> None:
+    """Every image file opens as an image (its header read, not its pixels: about 0.1 ms a file); the first that
+    does not is named. A progress bar for large folders."""
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    for f in tqdm(files, desc="checking images", unit="img", disable=len(files) < 20_000, mininterval=2.0, leave=False):
+        try:
+            with Image.open(f) as image:
+                image.size  # noqa: B018 (the header is parsed)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            reason = "not an image PIL can read" if isinstance(e, UnidentifiedImageError) else (str(e).splitlines() or [type(e).__name__])[0][:80]
+            raise UserError(f"{where}: {f} cannot be read ({reason}); remove or replace it") from None
+
+
+def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None,
+           batch_size: int | None = None) -> DataBundle:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
 
     size = img_size or 224
@@ -198,6 +227,7 @@ def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto
     except Exception as e:
         raise UserError(f"--data {name}: could not load this data set ({type(e).__name__}: {str(e)[:120]}); "
                         "allowed: digits, npz:PATH, folder:PATH, or a timm/torchvision data set name that can download") from None
+    check_split_sizes(len(train_all), val_fraction, batch_size, name)
     tr, va = _split(len(train_all), val_fraction, seed)
     classes = getattr(train_all, "classes", None) or getattr(getattr(train_all, "reader", None), "class_to_idx", None)
     num_classes = len(classes) if classes else int(max(int(train_all[i][1]) for i in range(min(len(train_all), 5000)))) + 1
@@ -205,13 +235,26 @@ def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto
                       num_classes, size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
+def check_split_sizes(n: int, val_fraction: float, batch_size: int | None, where: str) -> None:
+    """The seeded split of n training images must leave a whole training batch and at least one validation image."""
+    held = max(1, int(round(n * val_fraction)))
+    need = batch_size or 2
+    if n - held < need:
+        what = f"a training batch of {batch_size}" if batch_size else "2"
+        raise UserError(f"--val-fraction {val_fraction:g}: {where} has {n} training images and holds out {held}, which leaves "
+                        f"{n - held}, fewer than {what}; lower --val-fraction (the rest must hold at least {need} images)")
+
+
 def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 0, val_fraction: float = 0.1,
-              auto_augment: str | None = None) -> DataBundle:
+              auto_augment: str | None = None, batch_size: int | None = None) -> DataBundle:
     """The data set named by `spec` at `img_size` (None: the data's own size; digits: 32); `auto_augment`
-    (a timm RandAugment spec) applies to the training split."""
+    (a timm RandAugment spec) applies to the training split. `batch_size`: the training split must hold one
+    whole batch of it (checked before anything is computed from the split)."""
     if auto_augment:
         check_auto_augment(auto_augment)
-    bundle = _load(spec or "digits", img_size, seed, val_fraction, auto_augment)
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    bundle = _load(spec or "digits", img_size, seed, val_fraction, auto_augment, batch_size)
     bundle.auto_augment = auto_augment
     bundle.info.update(split_seed=seed, val_fraction=val_fraction)
     return bundle
@@ -234,17 +277,18 @@ def same_data(spec_a: str, spec_b: str) -> bool:
 _DATASET_NAME = re.compile(r"([A-Za-z][\w-]*/)?[A-Za-z][\w.-]*")  # timm's create_dataset names: cifar10, torch/cifar10, hfds/x
 
 
-def _load(spec: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None) -> DataBundle:
+def _load(spec: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None,
+          batch_size: int | None) -> DataBundle:
     if spec == "digits":
-        return _digits(img_size or 32, seed, val_fraction)
+        return _digits(img_size or 32, seed, val_fraction, batch_size)
     if spec.startswith("npz:"):
-        return _npz(spec[4:], img_size, seed, val_fraction)
+        return _npz(spec[4:], img_size, seed, val_fraction, batch_size)
     if spec.startswith("folder:"):
-        return _folder(spec[7:], img_size, seed, val_fraction, auto_augment)
+        return _folder(spec[7:], img_size, seed, val_fraction, auto_augment, batch_size)
     if spec.startswith("timm:"):
         spec = spec[5:]
     if _DATASET_NAME.fullmatch(spec):
-        return _named(spec, img_size, seed, val_fraction, auto_augment)
+        return _named(spec, img_size, seed, val_fraction, auto_augment, batch_size)
     raise UserError(f"--data {spec!r}: not understood; allowed: digits, npz:PATH, folder:PATH, or a timm data set name")
 
 

@@ -27,7 +27,7 @@ from search_spaces.atomic import write_text_atomic
 from search_spaces.references import is_reference_spec
 
 from nas import runs
-from nas.cli import Parser, run_cli
+from nas.cli import Parser, run_cli, seed_type
 from nas.errors import UserError
 from nas.measure.export import parse_formats
 from nas.training.base import new_out_dir
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=1, help="retrain the K most accurate rows of a pareto.csv / trials.csv")
     p.add_argument("--recipe", default="quick", help=f"preset: {', '.join(RECIPES)} (explicit flags override it)")
     p.add_argument("--data", default=None, help="digits, npz:PATH, folder:PATH or a timm data set (default: the run's, else digits)")
-    p.add_argument("--seed", type=int, default=None, help="seeds the train/val split and training (default: the run's, else 0)")
+    p.add_argument("--seed", type=seed_type(), default=None, help="seeds the train/val split and training (default: the run's, else 0)")
     p.add_argument("--scale", default=None, help="proxy or target (default: the scale the run's supernet was trained at, else proxy)")
     p.add_argument("--init", default="scratch", help="scratch (default) or supernet: start from the weights inherited from the run's supernet")
     p.add_argument("--supernet", default=None, help="supernet checkpoint for --init supernet (default: the run's supernet.pt)")

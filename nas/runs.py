@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -28,6 +29,7 @@ RESULTS_ROOT = Path("results")
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
 OBJECTIVES = {"acc": ("acc", "max"), "flops": ("macs", "min"), "params": ("params", "min"), "latency": ("latency_ms", "min")}
 SCALES = ("proxy", "target")
+MAX_TRIALS = 100_000  # Optuna's samplers and the journal slow down long before; NAS-Bench-201 has 15,625 cells
 
 
 @dataclass
@@ -138,9 +140,29 @@ def new_run_dir(space: str, prefix: str = "", root: Path = RESULTS_ROOT) -> Path
     return run
 
 
+PORTABLE_NAME = re.compile(r"[A-Za-z0-9._+=,@-]{1,255}")  # POSIX's portable file name characters, and + = , @
+MAX_PATH_BYTES = 1024
+
+
 def check_folder_path(folder: Path, flag: str = "--out") -> None:
-    """A path a folder can be created at (or exists at): neither it nor a parent is a file."""
+    """A path a folder can be created at (or exists at): neither it nor a parent is a file, it is no symbolic link
+    (dangling or not), and every folder name still to be created is a plain portable name of at most 255 bytes."""
     folder = Path(folder)
+    if len(os.fsencode(str(folder))) > MAX_PATH_BYTES:
+        raise UserError(f"{flag}: the path is {len(os.fsencode(str(folder)))} bytes long; at most {MAX_PATH_BYTES} are allowed")
+    too_long = next((part for part in folder.parts if len(os.fsencode(part)) > 255), None)
+    if too_long is not None:
+        raise UserError(f"{flag}: the folder name {ascii(too_long[:40] + '...')} is {len(os.fsencode(too_long))} bytes long; "
+                        "a folder name is a plain portable name of at most 255 bytes")
+    if folder.is_symlink():
+        raise UserError(f"{flag} {ascii(str(folder))}: is a symbolic link (to {ascii(os.readlink(folder))}); give a plain folder")
+    to_create = [p for p in (folder, *folder.parents) if not p.exists() and str(p) not in ("", ".")]
+    for p in reversed(to_create):
+        if p.is_symlink():
+            raise UserError(f"{flag} {ascii(str(folder))}: {ascii(str(p))} is a dangling symbolic link; give a plain folder")
+        if p.name not in ("..",) and not PORTABLE_NAME.fullmatch(p.name):
+            raise UserError(f"{flag} {ascii(str(folder))}: {ascii(p.name)} is not a plain portable folder name; use at most 255 "
+                            "letters, digits and . _ - + = , @")
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == folder else f"{existing} is a file"

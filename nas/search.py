@@ -21,11 +21,11 @@ import torch
 from search_spaces import get_space, load_space_file
 
 from nas import runs
-from nas.cli import Parser, run_cli
+from nas.cli import Parser, run_cli, seed_type
 from nas.errors import UserError
 from nas.measure.costs import arch_costs, extreme_arch
 from nas.measure.latency import resolve_device
-from nas.runs import OBJECTIVES, SAMPLERS, SearchSettings
+from nas.runs import MAX_TRIALS, OBJECTIVES, SAMPLERS, SearchSettings
 from nas.searching.devices import devices_line
 from nas.searching.driver import check_inputs
 from nas.training.sampling import STRATEGIES
@@ -46,7 +46,7 @@ def build_parser() -> Parser:
     p.add_argument("--sampler", default=d.sampler, help=f"Optuna sampler: {', '.join(SAMPLERS)}")
     p.add_argument("--objectives", default=",".join(d.objectives), help="acc,flops (default), acc,latency, acc,params or acc")
     p.add_argument("--trials", type=int, default=d.trials, help="architectures proposed (infeasible ones included)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=seed_type(), default=d.seed)
     p.add_argument("--data", default=d.data, help="digits (default), npz:PATH, folder:PATH or a timm data set name")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="training images held out for scoring trials (default 0.1)")
     p.add_argument("--scale", default=d.scale, help="scale the supernet is trained at: proxy (default) or target")
@@ -71,6 +71,8 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--sampler {args.sampler!r} is not known; allowed: {', '.join(SAMPLERS)}")
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
+    if args.trials > MAX_TRIALS:
+        raise UserError(f"--trials {args.trials}: a search takes at most {MAX_TRIALS:,} trials")
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     if not objectives or objectives[0] != "acc" or any(o not in OBJECTIVES for o in objectives) or len(set(objectives)) != len(objectives):
         raise UserError(f"--objectives {args.objectives!r}: start with acc, then any of flops, params, latency (e.g. acc,flops)")
@@ -191,6 +193,8 @@ def resume_settings(args, parser: Parser) -> SearchSettings | None:
     if args.trials != parser.get_default("trials"):
         if args.trials < settings.trials:
             raise UserError(f"--trials {args.trials}: run {run_dir} already asks for {settings.trials}; give more to extend it")
+        if args.trials > MAX_TRIALS:
+            raise UserError(f"--trials {args.trials}: a search takes at most {MAX_TRIALS:,} trials")
         settings.trials = args.trials
     get_space(settings.space)
     settings.run_dir = str(run_dir)

@@ -14,7 +14,7 @@ from dataclasses import fields
 
 from search_spaces import get_space
 
-from nas.cli import Parser, run_cli
+from nas.cli import Parser, run_cli, seed_type
 
 from nas.errors import UserError
 from nas.training.sampling import STRATEGIES
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path-dist", default=d.path_dist, help="random paths drawn choice by choice (default) or uniformly over the legal set: choice, legal")
     p.add_argument("--num-random", type=int, default=d.num_random, help="random paths per sandwich step")
     p.add_argument("--no-distill", action="store_true", help="sandwich without in-place distillation")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=seed_type(), default=d.seed)
     p.add_argument("--out", default="", help="run folder (default results/supernet-<space>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--device", default=d.device, help="auto (cuda if present), cpu, cuda")
@@ -63,6 +63,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     cfg.check()
+    if args.address:
+        from nas.cluster import check_address
+
+        check_address(args.address)  # before anything is written: a head that does not answer is one line, not a hang
     if args.num_workers > 1 or args.address:
         from nas.training.distributed import train_with_ray
 

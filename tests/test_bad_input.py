@@ -43,6 +43,20 @@ def _npz(path: Path, **override) -> str:
     return f"npz:{path}"
 
 
+def _image_folder(root: Path, classes: dict[str, int], corrupt: str | None = None) -> str:
+    """An ImageFolder tree (train/ and val/) of 8x8 PNGs; `corrupt`: a train/ file holding bytes that are no image."""
+    from PIL import Image
+
+    for split, share in (("train", 1.0), ("val", 0.1)):
+        for name, count in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for k in range(max(1, int(count * share))):
+                Image.new("RGB", (8, 8), (k * 5 % 256, 0, 0)).save(root / split / name / f"{k}.png")
+    if corrupt:
+        (root / "train" / corrupt).write_bytes(b"\x89PNG not really")
+    return f"folder:{root}"
+
+
 def _run(folder: Path, settings: dict | None = None, config=None) -> str:
     folder.mkdir(parents=True)
     if config is None:
@@ -64,7 +78,15 @@ def files(tmp_path_factory):
     f["obj_npz"] = _npz(t / "obj.npz", y_train=np.array([{"a": 1}] * 40, dtype=object))
     f["ch5_npz"] = _npz(t / "ch5.npz", x_train=np.zeros((40, 16, 16, 5), np.uint8))
     f["float_labels_npz"] = _npz(t / "flt.npz", y_train=np.zeros(40, np.float32))
+    f["huge_label_npz"] = _npz(t / "huge.npz", y_train=np.where(np.arange(40) == 7, 2**40, np.arange(40) % 3))
+    f["one_class_folder"] = _image_folder(t / "one_class", {"cat": 40})
+    f["corrupt_folder"] = _image_folder(t / "corrupt", {"cat": 40, "dog": 40}, corrupt="dog/broken.png")
+    (t / "dangling").symlink_to(t / "nowhere")
+    f["dangling"] = str(t / "dangling")
+    f["long_out"] = str(t / ("r" * 300))
+    f["odd_out"] = str(t / "run\u202egpj.\U0001F600")
     (t / "imgs" / "train" / "cat").mkdir(parents=True)
+    (t / "imgs" / "train" / "dog").mkdir(parents=True)
     (t / "imgs" / "val" / "cat").mkdir(parents=True)
     f["no_images"] = f"folder:{t / 'imgs'}"
     (t / "a_file").write_text("not a folder")
@@ -171,6 +193,18 @@ CASES = [
     ("search-folder-no-images", (*S, "--data", "{no_images}"), "Found 0 images"),
     ("search-data-spec", (*S, "--data", "ftp://x"), "--data 'ftp://x': not understood"),
     ("search-out-is-a-file", (*S, "--out", "{a_file}"), "is a file"),
+    ("search-npz-huge-label", (*S, "--data", "{huge_label_npz}"), "holds the label 1099511627776; labels must be class indices 0 to"),
+    ("search-folder-one-class", (*S, "--data", "{one_class_folder}"), "train/ has one class folder (cat); a classifier needs at least 2"),
+    ("search-folder-corrupt-image", (*S, "--data", "{corrupt_folder}"), "broken.png cannot be read"),
+    ("search-val-fraction-0.999", (*S, "--val-fraction", "0.999"), "--val-fraction 0.999: "),
+    ("search-val-fraction-1", (*S, "--val-fraction", "1"), "--val-fraction must be between 0 and 1"),
+    ("search-seed-negative", (*S, "--seed", "-1"), "--seed must be an integer from 0 to 4,294,967,295, got '-1'"),
+    ("search-seed-2**70", (*S, "--seed", str(2**70)), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("search-trials-1e20", (*S, "--trials", "1e20"), "invalid int value: '1e20'"),
+    ("search-trials-10**20", (*S, "--trials", str(10**20)), "a search takes at most 100,000 trials"),
+    ("search-out-300-characters", (*S, "--out", "{long_out}"), "bytes long; a folder name is a plain portable name"),
+    ("search-out-dangling-symlink", (*S, "--out", "{dangling}"), "is a symbolic link"),
+    ("search-out-rtl-emoji", (*S, "--out", "{odd_out}"), "\\u202e"),
     ("search-space-file-syntax", ("nas.search", "--space-file", "{syntax_py}", "--space", "psvit_ext", "--flops", "4.5G"), "syntax error at line 1"),
     ("search-space-file-missing", ("nas.search", "--space-file", "/nonexistent/space.py", "--flops", "4.5G"), "file does not exist"),
     ("search-supernet-missing", (*S, "--supernet", "/nonexistent/s.pt"), "file does not exist"),
@@ -198,6 +232,15 @@ CASES = [
     ("train-lr", ("nas.train_supernet", "--lr", "0", "--out", "{t}/train_lr"), "--lr must be positive"),
     ("train-npz-negative-label", ("nas.train_supernet", "--data", "{neg_npz}", "--out", "{t}/train_neg"), "holds the label -1"),
     ("train-out-is-a-file", ("nas.train_supernet", "--out", "{a_file}"), "{a_file}"),
+    ("train-npz-huge-label", ("nas.train_supernet", "--data", "{huge_label_npz}", "--out", "{t}/train_huge"), "holds the label 1099511627776"),
+    ("train-folder-one-class", ("nas.train_supernet", "--data", "{one_class_folder}", "--out", "{t}/train_one"), "one class folder (cat)"),
+    ("train-folder-corrupt-image", ("nas.train_supernet", "--data", "{corrupt_folder}", "--out", "{t}/train_corrupt"),
+     "broken.png cannot be read"),
+    ("train-seed-negative", ("nas.train_supernet", "--seed", "-1"), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("train-seed-2**70", ("nas.train_supernet", "--seed", str(2**70)), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("train-out-300-characters", ("nas.train_supernet", "--out", "{long_out}"), "bytes long; a folder name is a plain portable name"),
+    ("train-out-dangling-symlink", ("nas.train_supernet", "--out", "{dangling}"), "is a symbolic link"),
+    ("train-out-rtl-emoji", ("nas.train_supernet", "--out", "{odd_out}"), "is not a plain portable folder name"),
     ("train-resume-zip-exploit", ("nas.train_supernet", "--resume", "--out", "{resume_zip}"), "supernet.pt"),
     ("train-resume-legacy-exploit", ("nas.train_supernet", "--resume", "--out", "{resume_legacy}"), "supernet.pt"),
     ("train-resume-raw-exploit", ("nas.train_supernet", "--resume", "--out", "{resume_raw}"), "supernet.pt"),
@@ -214,6 +257,14 @@ CASES = [
     ("retrain-epochs", ("nas.retrain", "{arch}", "--epochs", "0"), "--epochs must be at least 1"),
     ("retrain-top", ("nas.retrain", "{arch}", "--top", "2"), "--top 2"),
     ("retrain-out-is-a-file", ("nas.retrain", "{arch}", "--out", "{a_file}"), "is a file"),
+    ("retrain-npz-huge-label", ("nas.retrain", "{arch}", "--data", "{huge_label_npz}"), "holds the label 1099511627776"),
+    ("retrain-folder-one-class", ("nas.retrain", "{arch}", "--data", "{one_class_folder}"), "one class folder (cat)"),
+    ("retrain-folder-corrupt-image", ("nas.retrain", "{arch}", "--data", "{corrupt_folder}"), "broken.png cannot be read"),
+    ("retrain-seed-negative", ("nas.retrain", "{arch}", "--seed", "-1"), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("retrain-seed-2**70", ("nas.retrain", "{arch}", "--seed", str(2**70)), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("retrain-out-300-characters", ("nas.retrain", "{arch}", "--out", "{long_out}"), "bytes long; a folder name is a plain portable name"),
+    ("retrain-out-dangling-symlink", ("nas.retrain", "{arch}", "--out", "{dangling}"), "is a symbolic link"),
+    ("retrain-out-rtl-emoji", ("nas.retrain", "{arch}", "--out", "{odd_out}"), "is not a plain portable folder name"),
     ("retrain-threads", ("nas.retrain", "{arch}", "--threads", "-1"), "--threads"),
     ("retrain-data", ("nas.retrain", "{arch}", "--data", "{neg_npz}"), "holds the label -1"),
     ("retrain-run-space-file", ("nas.retrain", "{best_pwn}", "--epochs", "1"), "--space-file"),
@@ -248,6 +299,16 @@ CASES = [
     ("report-settings-flops-string", ("nas.report", "{report_flops_str}"), "settings.flops is \"4.5G\""),
     ("report-twice", ("nas.report", "{report_flops_str}", "{report_flops_str}"), "given twice"),
     ("report-out-is-a-file", ("nas.report", "{report_neg_macs}", "--out", "{a_file}"), "is a file"),
+    ("report-out-300-characters", ("nas.report", "{report_neg_macs}", "--out", "{long_out}"), "bytes long; a folder name is a plain portable name"),
+    ("report-out-dangling-symlink", ("nas.report", "{report_neg_macs}", "--out", "{dangling}"), "is a symbolic link"),
+    ("report-out-rtl-emoji", ("nas.report", "{report_neg_macs}", "--out", "{odd_out}"), "is not a plain portable folder name"),
+    # nas.audit
+    ("audit-seed-negative", ("nas.audit", "{run_ok}", "--seed", "-1"), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("audit-seed-2**70", ("nas.audit", "{run_ok}", "--seed", str(2**70)), "--seed must be an integer from 0 to 4,294,967,295"),
+    ("audit-out-300-characters", ("nas.audit", "{run_ok}", "--out", "{long_out}"), "bytes long; a folder name is a plain portable name"),
+    ("audit-out-dangling-symlink", ("nas.audit", "{run_ok}", "--out", "{dangling}"), "is a symbolic link"),
+    ("audit-out-rtl-emoji", ("nas.audit", "{run_ok}", "--out", "{odd_out}"), "is not a plain portable folder name"),
+    ("audit-standalone-dir-dangling-symlink", ("nas.audit", "{run_ok}", "--standalone-dir", "{dangling}"), "is a symbolic link"),
     # nas.spaces
     ("spaces-samples-0", ("nas.spaces", "psvit_ext", "--samples", "0"), "--samples must be at least 1"),
     ("spaces-samples-negative", ("nas.spaces", "psvit_ext", "--samples", "-1"), "--samples must be at least 1"),
@@ -273,7 +334,7 @@ def workdir(tmp_path):
 
 def test_the_corpus_covers_every_command():
     commands = {case[1][0] for case in CASES}
-    assert commands == {"nas.search", "nas.train_supernet", "nas.retrain", "nas.profile", "nas.report", "nas.spaces"}
+    assert commands == {"nas.search", "nas.train_supernet", "nas.retrain", "nas.profile", "nas.report", "nas.spaces", "nas.audit"}
     assert len(CASES) >= 60 and len({case[0] for case in CASES}) == len(CASES)
 
 

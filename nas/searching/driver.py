@@ -148,7 +148,8 @@ def check_inputs(settings: SearchSettings):
     space = get_space(settings.space)
     if not settings.supernet:
         tc = TrainConfig(space=space.name, data=settings.data, scale=settings.scale, seed=settings.seed, val_fraction=settings.val_fraction)
-        bundle = load_data(settings.data, img_size=data_img_size(tc), seed=settings.seed, val_fraction=tc.val_fraction)
+        bundle = load_data(settings.data, img_size=data_img_size(tc), seed=settings.seed, val_fraction=tc.val_fraction,
+                           batch_size=tc.batch_size)
         resolve_scale(tc, bundle)
         return bundle, None
     path = Path(settings.supernet)

@@ -62,7 +62,7 @@ class Retrainer(TrainerBase):
         self.arch = self.space.validate(Arch.from_dict(cfg.arch))
         split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
         self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=split_seed, val_fraction=cfg.val_fraction,
-                                          auto_augment=cfg.aa)
+                                          auto_augment=cfg.aa, batch_size=cfg.batch_size)
         self.scale = resolve_scale(cfg, self.bundle)
         resume_state = self._resume_state()
         init_state = None

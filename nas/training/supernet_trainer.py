@@ -101,7 +101,8 @@ class Trainer(TrainerBase):
 
         self._setup(cfg, log, on_epoch_end)
         self.space = get_space(cfg.space)
-        self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction)
+        self.bundle = bundle or load_data(cfg.data, img_size=data_img_size(cfg), seed=cfg.seed, val_fraction=cfg.val_fraction,
+                                          batch_size=cfg.batch_size)
         self.scale = resolve_scale(cfg, self.bundle)
         resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
