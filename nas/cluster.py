@@ -87,20 +87,81 @@ for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 2.0)):
 _private: dict = {}  # "started": this command started the instance; "watchdog": its watchdog process
 
 
-def check_address(address: str) -> None:
-    """Fail fast on an explicit host:port nobody listens on (ray.init would retry for minutes)."""
+PROBE_TIMEOUT_S = 5.0  # per step (connect, answer): a live head answers in milliseconds
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + an empty SETTINGS frame
+
+
+def resolve_address(address: str) -> tuple[str, str]:
+    """(HOST:PORT, where it came from) of the head `--address` names. For `auto`, Ray's own order: RAY_ADDRESS,
+    then the file the last `ray start` on this machine wrote (/tmp/ray/ray_current_cluster), then a raylet
+    running here."""
+    if address != "auto":
+        hostport = address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+        return address, "the --address flag"
+    from ray._private.services import get_ray_address_from_environment
+    from ray._private.utils import get_ray_address_file, read_ray_address
+
+    try:
+        found = get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise UserError(f"--address auto: no Ray cluster is known on this machine (no RAY_ADDRESS, no {get_ray_address_file(None)}, "
+                        "no raylet running); start one with `ray start --head`, or drop --address to run on a private local "
+                        "instance") from None
+    if os.environ.get("RAY_ADDRESS"):
+        source = "RAY_ADDRESS in the environment"
+    elif found == read_ray_address():
+        source = f"{get_ray_address_file(None)}, left by the last `ray start` on this machine"
+    else:
+        source = "a raylet running on this machine"
+    return found, source
+
+
+def _probe(hostport: str) -> str | None:
+    """Why the head at [SCHEME://]HOST:PORT does not answer as a Ray head (its GCS, a gRPC server), or None if it does.
+
+    A TCP connection alone is not enough (a stale address may now belong to another program, and ray.init
+    then waits for minutes): the HTTP/2 connection preface must be answered by a SETTINGS frame, as every
+    gRPC server does at once, before any authentication."""
     import socket
 
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    host, _, port = hostport.split("://", 1)[-1].rpartition(":")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S)
+    except socket.timeout:
+        return f"no answer within {PROBE_TIMEOUT_S:g} s"
     except OSError as e:
-        raise UserError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
+        return e.strerror or str(e) or type(e).__name__
+    with sock:
+        try:
+            sock.settimeout(PROBE_TIMEOUT_S)
+            sock.sendall(_HTTP2_PREFACE)
+            header = b""
+            while len(header) < 9:
+                chunk = sock.recv(9 - len(header))
+                if not chunk:
+                    break
+                header += chunk
+        except socket.timeout:
+            return f"it accepted a connection but sent no gRPC answer within {PROBE_TIMEOUT_S:g} s"
+        except OSError:  # reset: it hung up on the preface
+            header = b""
+    if len(header) < 9:
+        return "it closed the connection without a gRPC answer"
+    return None if header[3] == 0x4 else "what answers there is not a gRPC server"
+
+
+def check_address(address: str) -> str:
+    """The address of the Ray head `--address` names (`auto` resolved), checked to answer within a few seconds; otherwise one
+    line saying which address was tried, where it came from and what to do (ray.init would wait for minutes)."""
+    found, source = resolve_address(address)
+    reason = _probe(found)
+    if reason is not None:
+        raise UserError(f"--address {address}: cannot reach a Ray cluster at {found} (from {source}): {reason}; "
+                        "start one there with `ray start --head`, or drop --address to run on a private local instance")
+    return found
 
 
 def _start_watchdog(ray_dir: str):
@@ -190,9 +251,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, num_gpus:
     if ray.is_initialized():
         return ray
     if address:
-        check_address(address)
+        found = check_address(address)
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=found, include_dashboard=False, log_to_driver=False)
         except ray.exceptions.AuthenticationError as e:
             raise UserError(f"--address {address}: the cluster wants its token ({str(e).splitlines()[0][:160]}); set "
                             "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (or ~/.ray/auth_token) as in docs/cluster.md") from None

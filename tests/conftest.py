@@ -22,6 +22,60 @@ TINY = {
 }
 
 
+SESSION_MARKER = "PSVIT_NAS_TEST_SESSION"
+
+
+def _marked_processes(marker: str) -> list:
+    """The live processes whose environment carries this test session's marker: every process the suite started,
+    directly or not (a Ray process inherits the environment of whatever started it), wherever it was reparented."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get(SESSION_MARKER) == marker and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leaves_no_ray_behind():
+    """After the whole suite, no process it started is alive and the file in which `ray start` records the cluster
+    (/tmp/ray/ray_current_cluster) is as the suite found it. Whatever is left is ended (and the file put back)
+    before the failure is reported, so the machine is left as it was found either way."""
+    import time
+
+    from ray._private.utils import get_ray_address_file
+
+    marker = f"{os.getpid()}-{time.time_ns()}"
+    os.environ[SESSION_MARKER] = marker
+    cluster_file = Path(get_ray_address_file(None))
+    before = cluster_file.read_bytes() if cluster_file.is_file() else None
+    yield
+    from nas.cluster import stop_ray
+
+    stop_ray()  # the suite's in-process Ray instance, if a test started one, and its watchdog
+    deadline = time.time() + 30
+    while (left := _marked_processes(marker)) and time.time() < deadline:
+        time.sleep(0.5)
+    names = [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in left if p.is_running()]
+    for p in left:
+        with contextlib.suppress(Exception):
+            p.kill()
+    after = cluster_file.read_bytes() if cluster_file.is_file() else None
+    if after != before:
+        if before is None:
+            cluster_file.unlink()
+        else:
+            cluster_file.write_bytes(before)
+    assert not names, f"processes started by the test suite outlived it: {names}"
+    assert after == before, f"the test suite left {cluster_file} {'behind' if before is None else 'changed'}: {after!r}"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
 """The Ray instance a search starts: loopback only, ignores RAY_ADDRESS, and leaves no process behind,
-whether the search ends normally or its driver is killed with SIGKILL."""
+whether the search ends normally or its driver is killed with SIGKILL; a cluster named by --address that
+does not answer is one line and exit 2, not a hang."""
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -12,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, toy_npz
+from conftest import ROOT, assert_user_error, toy_npz
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
 
@@ -139,6 +141,63 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _closed_port() -> int:
+    port = _free_port()  # bound, then closed: nothing listens there
+    return port
+
+
+def _short_ray_tmp() -> str:
+    """A temp dir for RAY_TMPDIR, short enough for Ray's socket paths (the Unix limit is 107 bytes)."""
+    return tempfile.mkdtemp(prefix="r", dir="/tmp")
+
+
+STALE_CLUSTER_COMMANDS = {
+    "nas.search": ["--space", "psvit_ext", "--flops", "4.5G", "--trials", "2", "--epochs", "1"],
+    "nas.train_supernet": ["--epochs", "1", "--num-workers", "2"],
+    "nas.retrain": ["psvit_ext:pvt_spm", "--epochs", "1", "--parallel"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(STALE_CLUSTER_COMMANDS))
+def test_address_auto_with_a_stale_cluster_file_is_one_line_within_30_s(tmp_path, module):
+    """The file the last `ray start` leaves names a head that is gone: --address auto says which address it tried,
+    where it came from and what to do, and exits 2 before writing anything (it used to hang for minutes)."""
+    ray_tmp = _short_ray_tmp()
+    try:
+        os.makedirs(os.path.join(ray_tmp, "ray"))
+        port = _closed_port()
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+            f.write(f"127.0.0.1:{port}")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_TMPDIR"] = ray_tmp
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", module, *STALE_CLUSTER_COMMANDS[module], "--address", "auto"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60)
+        seconds = time.time() - t0
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert_user_error(proc, f"--address auto: cannot reach a Ray cluster at 127.0.0.1:{port}", "ray_current_cluster",
+                      "ray start --head", "drop --address")
+    assert seconds < 30, seconds
+    assert not (tmp_path / "results").exists(), list((tmp_path / "results").rglob("*"))
+
+
+def test_probe_tells_a_ray_head_from_a_closed_port_and_another_program():
+    import socket
+    import threading
+
+    from nas.cluster import _probe
+
+    assert "refused" in _probe(f"127.0.0.1:{_closed_port()}").lower()
+    with socket.socket() as server:  # a program that accepts and hangs up at once, as a stale port's new owner may
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        thread = threading.Thread(target=lambda: server.accept()[0].close(), daemon=True)
+        thread.start()
+        assert _probe(f"127.0.0.1:{server.getsockname()[1]}") == "it closed the connection without a gRPC answer"
+        thread.join(timeout=5)
+
+
 @pytest.mark.slow
 def test_search_across_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     """Two raylets on this machine (one CPU each) joined as docs/cluster.md says, token authentication on.
@@ -159,7 +218,9 @@ def test_search_across_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
                     tmp_path / "supernet.pt")
 
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "ab" * 32}
+    # its own RAY_TMPDIR: `ray start --head` records the head in <tmp>/ray/ray_current_cluster, which must not outlive the test
+    ray_tmp = _short_ray_tmp()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "ab" * 32, "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
     head = _ray_cli("start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                     "--include-dashboard=false", "--disable-usage-stats", env=env)
@@ -180,7 +241,16 @@ def test_search_across_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
         assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
         df = pd.read_csv(out / "trials.csv")
         assert len(df) == 8 and df["node"].nunique() == 2, df[["trial", "node"]]
+        # the head is found by --address auto through the cluster file it wrote, which answers the probe
+        from nas.cluster import _probe
+
+        recorded = open(os.path.join(ray_tmp, "ray", "ray_current_cluster")).read().strip()
+        assert recorded.endswith(f":{port}"), recorded
+        assert _probe(f"127.0.0.1:{port}") is None, recorded
+        assert _probe(recorded) is None, recorded
     finally:
+        # every process the two `ray start` started (not `ray stop`, which would end every Ray instance of this user)
+        started = [q for p in nodes if p.poll() is None for q in [psutil.Process(p.pid), *_descendants(p.pid).values()]]
         for p in reversed(nodes):
             p.terminate()
         for p in reversed(nodes):
@@ -188,6 +258,12 @@ def test_search_across_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        left = _gone_within(started, 30)
+        for q in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                q.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, f"Ray processes of the two-node cluster outlived the test: {left}"
 
 
 def _can_connect(port: int) -> bool:
