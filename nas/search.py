@@ -11,6 +11,7 @@ recalibrated) on the validation split. Results go to results/<run>/.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -84,7 +85,7 @@ def settings_from_args(args) -> SearchSettings:
     resolve_device(args.device)
     if args.scale not in ("proxy", "target"):
         raise UserError(f"--scale {args.scale!r} is not known; allowed: proxy, target")
-    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
+    if not 0 < args.cpus_per_trial < math.inf or (args.gpus_per_trial is not None and not 0 <= args.gpus_per_trial < math.inf):
         raise UserError("--cpus-per-trial must be positive and --gpus-per-trial at least 0")
     if args.gpus_per_trial and not args.address and not torch.cuda.is_available():
         raise UserError(f"--gpus-per-trial {args.gpus_per_trial}: no GPU is visible here; leave it at 0 or join a cluster with --address")
@@ -92,8 +93,8 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--supernet {args.supernet}: file does not exist")
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    if not 1 <= args.epochs <= 100_000:
+        raise UserError(f"--epochs must be at least 1 (and at most 100,000), got {args.epochs}")
     if args.concurrency < 0:
         raise UserError(f"--concurrency must be at least 0 (0: what the resources allow), got {args.concurrency}")
     if args.strategy not in STRATEGIES:

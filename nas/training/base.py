@@ -6,6 +6,7 @@ and the per-epoch checkpoint + CSV log, both written atomically; TrainerBase run
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -26,6 +27,7 @@ from nas.runs import check_folder_path
 from nas.training.checkpoint import KIND, check_compatible, load_checkpoint, save_checkpoint
 
 LOG = "train_log.csv"
+MAX_EPOCHS = 100_000
 
 
 def check_common_settings(cfg) -> None:
@@ -33,13 +35,15 @@ def check_common_settings(cfg) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if not cfg.lr > 0:
-        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    if not cfg.lr > 0 or not math.isfinite(cfg.lr):
+        raise UserError(f"--lr must be a positive finite number, got {cfg.lr}")
+    if cfg.epochs > MAX_EPOCHS:
+        raise UserError(f"--epochs must be at most {MAX_EPOCHS:,}, got {cfg.epochs}")
     for name in ("weight_decay", "warmup_epochs", "min_lr", "threads"):
-        if not getattr(cfg, name) >= 0:
+        if not getattr(cfg, name) >= 0 or not math.isfinite(getattr(cfg, name)):
             extra = " (0: torch's default)" if name == "threads" else ""
             raise UserError(f"--{name.replace('_', '-')} must be at least 0{extra}, got {getattr(cfg, name)}")
-    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+    if cfg.clip_grad is not None and (not cfg.clip_grad > 0 or not math.isfinite(cfg.clip_grad)):
         raise UserError(f"--clip-grad must be positive (or left out), got {cfg.clip_grad}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise UserError(f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
