@@ -59,6 +59,7 @@ class DataBundle:
     flip: bool = True
     info: dict = field(default_factory=dict)
     auto_augment: str | None = None
+    train_eval: object | None = None  # the training split under the evaluation transform (folders, named sets); arrays need none
 
     def describe(self) -> dict:
         return {
@@ -195,7 +196,8 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, aut
     tr, va = _split(len(train_all), val_fraction, seed)
     train = torch.utils.data.Subset(train_all, tr.tolist())
     val = torch.utils.data.Subset(eval_all, va.tolist())
-    return DataBundle(root.name, train, val, test, len(classes), size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    return DataBundle(root.name, train, val, test, len(classes), size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+                      train_eval=torch.utils.data.Subset(eval_all, tr.tolist()))
 
 
 def check_images(where: str, files: list[str]) -> None:
@@ -232,7 +234,7 @@ def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto
     classes = getattr(train_all, "classes", None) or getattr(getattr(train_all, "reader", None), "class_to_idx", None)
     num_classes = len(classes) if classes else int(max(int(train_all[i][1]) for i in range(min(len(train_all), 5000)))) + 1
     return DataBundle(name, torch.utils.data.Subset(train_all, tr.tolist()), torch.utils.data.Subset(eval_all, va.tolist()), test,
-                      num_classes, size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+                      num_classes, size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, train_eval=torch.utils.data.Subset(eval_all, tr.tolist()))
 
 
 def check_split_sizes(n: int, val_fraction: float, batch_size: int | None, where: str) -> None:

@@ -1,9 +1,10 @@
 """`psvit_ext`: the PSViT skeleton on four stages, extended with SPM, MAF, Strip-MLP and super tokens.
 
 The target scale is STViT-S's and PVT's (widths 64, 128, 320, 512, heads 1, 2, 5, 8; 56, 28, 14, 7 tokens
-per side at 224x224). Every choice is scale-free: super tokens and MAF windows are counted per side of
-the stage's grid, not in tokens per cell, so an architecture splits each stage alike at the 32x32 proxy
-and at 224x224. Each block type has its FFN width (`mlp_ratio`) as a choice, so every family can trade
+per side at 224x224); the proxy has 32, 16, 8, 4 tokens per side on 32x32 inputs. Every choice is
+scale-free: super tokens and MAF windows are counted per side of the stage's grid, not in tokens per
+cell, so an architecture splits each stage alike at the proxy and at 224x224, and no two choices that
+the target prices differently are the same computation at the proxy (tests/test_scale_free.py). Each block type has its FFN width (`mlp_ratio`) as a choice, so every family can trade
 width for cost under a limit. Costs quoted in the rules are the cost model's (nas.spaces prints them).
 """
 from .arch import Layer
@@ -32,7 +33,10 @@ PSVIT_EXT = register_space(
         ),
         merges=(_MERGES, _MERGES, _MERGES),
         target=Scale(name="target", img_size=224, stem_stride=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8)),
-        proxy=Scale(name="proxy", img_size=32, stem_stride=2, embed_dims=(32, 64, 96, 128), num_heads=(1, 2, 3, 4), num_classes=10),
+        # 32x32 inputs, a stride-1 stem: token grids 32/16/8/4, so that every choice the target prices differently is a
+        # different computation at the proxy too (with 16/8/4/2, grids 7 and 14 were one global attention in stages 1-2 and
+        # strip widths 3/5/7 one operator in stage 3); half the target's head count of widths keeps a step ~2.3x the old one's
+        proxy=Scale(name="proxy", img_size=32, stem_stride=1, embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), num_classes=10),
         rules=(
             "stage 0 (56x56 tokens at 224): maf, strip, stoken; no global MHSA: an MHSA layer there would cost 1.36-1.41 GMACs "
             "(a third of a 4.5G budget) against 0.06-0.13 for a super-token layer and 0.12-0.24 for a Strip-MLP layer",

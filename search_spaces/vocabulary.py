@@ -148,8 +148,10 @@ register_merge("spm", "stepwise patch merging: multi-scale aggregation, guided l
 
 
 def cells_per_side(side: int, per_side: int) -> int:
-    """The cell (or window) side, in tokens, that splits a `side` x `side` grid into about `per_side` x
-    `per_side` parts: round(side / per_side), at least 1. A scale-free choice (super tokens or windows per
-    side) becomes the same partition at every scale, as closely as whole tokens allow; the grid is padded
-    to whole cells when the cell does not divide it."""
-    return max(1, round(side / per_side))
+    """The cell (or window) side, in tokens, that splits a `side` x `side` grid into at most `per_side` x
+    `per_side` parts, as many as whole cells allow: ceil(side / per_side). A scale-free choice (super tokens
+    or windows per side) becomes the same partition at every scale where the grid allows it (the target's
+    56/28/14/7 divide exactly), and never fewer tokens per cell than a smaller choice gets, so two choices
+    stay two operators on small grids too (round() made 7 and 14 per side one global attention on 8x8
+    tokens); the grid is padded to whole cells when the cell does not divide it."""
+    return max(1, -(-side // per_side))

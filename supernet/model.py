@@ -30,7 +30,8 @@ def _init_weights(module: nn.Module) -> None:
 
 class Stem(nn.Module):
     """Convolutional stem: log2(stem_stride) 3x3 stride-2 convolutions, widths doubling up to the first
-    stage's width, GELU between them, LN after; plus a learned position embedding.
+    stage's width, GELU between them (one stride-1 3x3 convolution for stem_stride 1), LN after; plus a
+    learned position embedding.
 
     Overlapping convolutions give every token a local neighbourhood, which attention-only paths need
     to learn from small data (a patchify stem leaves them near chance on 32x32 inputs).
@@ -41,8 +42,9 @@ class Stem(nn.Module):
         dim, side = scale.embed_dims[0], scale.img_size // scale.stem_stride
         widths = self.widths(scale)
         layers, c_in = [], scale.in_chans
+        stride = 2 if scale.stem_stride > 1 else 1
         for k, c_out in enumerate(widths):
-            layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1))
+            layers.append(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1))
             if k < len(widths) - 1:
                 layers.append(nn.GELU())
             c_in = c_out
@@ -53,11 +55,11 @@ class Stem(nn.Module):
 
     @staticmethod
     def widths(scale: Scale) -> list[int]:
-        n = int(math.log2(scale.stem_stride))
-        if 2**n != scale.stem_stride or n < 1:
-            raise ValueError(f"scale {scale.name}: stem_stride must be a power of two >= 2, got {scale.stem_stride}")
+        n = int(math.log2(scale.stem_stride)) if scale.stem_stride >= 1 else -1
+        if n < 0 or 2**n != scale.stem_stride:
+            raise ValueError(f"scale {scale.name}: stem_stride must be a power of two (1, 2, 4, ...), got {scale.stem_stride}")
         dim = scale.embed_dims[0]
-        return [max(dim >> (n - 1 - k), 8) if k < n - 1 else dim for k in range(n)]
+        return [max(dim >> (n - 1 - k), 8) if k < n - 1 else dim for k in range(max(n, 1))]
 
     def forward(self, x):
         return self.norm(self.convs(x).permute(0, 2, 3, 1)) + self.pos_embed
@@ -67,7 +69,7 @@ class Stem(nn.Module):
         macs = params = 0
         side, c_in = scale.img_size, scale.in_chans
         for c_out in Stem.widths(scale):
-            side = (side + 1) // 2
+            side = (side + 1) // 2 if scale.stem_stride > 1 else side
             macs += side * side * 9 * c_in * c_out
             params += 9 * c_in * c_out + c_out
             c_in = c_out

@@ -111,6 +111,22 @@ def toy_npz(path, n_train: int = 96, n_test: int = 24, side: int = 16) -> str:
     return f"npz:{path}"
 
 
+def toy_image_folder(root, classes: int = 3, per_class: int = 24, side: int = 16) -> str:
+    """An ImageFolder tree (train/ and val/) of side x side PNGs, classes told apart by their colour; its --data spec."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", max(2, per_class // 4))):
+        for c in range(classes):
+            folder = Path(root) / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for k in range(count):
+                pixels = rng.normal(80, 30, (side, side, 3))
+                pixels[..., c % 3] += 90
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{k}.png")
+    return f"folder:{root}"
+
+
 def run_module(module: str, *args: str, cwd=None, timeout=300):
     """Run `python -m module args` as a user would; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout)

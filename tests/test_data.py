@@ -96,3 +96,38 @@ def test_rand_augment_changes_in_memory_training_batches_only():
     assert x_aug.shape == x_plain.shape and torch.equal(y_aug, y_plain) and not torch.equal(x_aug, x_plain)
     v_plain, v_aug = next(iter(make_loader(plain, "val", 16))), next(iter(make_loader(augmented, "val", 16)))
     assert torch.equal(v_plain[0], v_aug[0])
+
+
+def test_calibration_batches_are_fixed_and_two_evaluations_of_folder_data_agree(tmp_path):
+    """BatchNorm is recalibrated on the same batches, under the evaluation transform, at every evaluation: two
+    evaluations of one architecture on folder: data (fresh calibration loaders, as two trials or the search and the
+    audit have) give the identical accuracy; the batches are the training images with the evaluation transform."""
+    from conftest import TINY, toy_image_folder
+    from nas.measure.evaluate import calibration_loader, evaluate
+    from search_spaces import get_space
+    from supernet import Supernet
+
+    bundle = load_data(toy_image_folder(tmp_path / "imgs"), img_size=16, seed=0, val_fraction=0.25)
+    assert bundle.train_eval is not None and len(bundle.train_eval) == len(bundle.train)
+    first, second = calibration_loader(bundle), calibration_loader(bundle)
+    a, b = list(first), list(second)
+    assert len(a) == len(first) >= 2 and all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b))
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, first))  # replayed: the same tensors again
+    index = bundle.train_eval.indices[int(torch.randperm(len(bundle.train_eval), generator=torch.Generator().manual_seed(7))[0])]
+    assert torch.equal(a[0][0][0], bundle.train_eval.dataset[index][0])  # the evaluation transform, no augmentation
+    space = get_space("psvit_ext")
+    torch.manual_seed(0)
+    net = Supernet(space, TINY["psvit_ext"].with_overrides(num_classes=bundle.num_classes)).eval()
+    arch = next(a for a in (space.sample(s) for s in range(50)) if sum(l.block in ("stoken", "strip") for _, _, l in a.layers()) >= 3)
+    val = make_loader(bundle, "val", 8)
+    scores = [evaluate(net, arch, val, calibration_loader(bundle), calib_batches=2) for _ in range(2)]
+    assert scores[0] == scores[1]
+    with torch.no_grad():  # and the recalibrated path is the same network both times, to the bit
+        from supernet.calibration import recalibrated
+
+        x = next(iter(val))[0]
+        outs = []
+        for _ in range(2):
+            with recalibrated(net, arch, calibration_loader(bundle)):
+                outs.append(net(x, arch))
+    assert torch.equal(outs[0], outs[1])

@@ -53,9 +53,124 @@ def test_partition_table_matches_the_built_modules_at_proxy_and_target(space_nam
 def test_stvit_cells_at_224_are_the_same_partition_at_the_proxy():
     rows = {(r["field"], r["value"], r["stage"]): r for r in partition_rows(get_space("psvit_ext"))}
     r = rows[("grid", 7, 0)]
-    assert (r["target"]["cell"], r["target"]["parts"]) == (8, 7) and (r["proxy"]["cell"], r["proxy"]["parts"]) == (2, 8)
+    assert (r["target"]["cell"], r["target"]["parts"]) == (8, 7) and (r["proxy"]["cell"], r["proxy"]["parts"]) == (5, 7)
     r = rows[("windows", 8, 0)]
-    assert (r["target"]["cell"], r["target"]["parts"]) == (7, 8) and (r["proxy"]["cell"], r["proxy"]["parts"]) == (2, 8)
+    assert (r["target"]["cell"], r["target"]["parts"]) == (7, 8) and (r["proxy"]["cell"], r["proxy"]["parts"]) == (4, 8)
+
+
+def test_values_of_a_choice_are_distinct_partitions_at_both_scales():
+    """Two values of a per-side choice in one stage never give the same cell (the same operator) at either scale."""
+    rows = partition_rows(get_space("psvit_ext"))
+    for scale in ("proxy", "target"):
+        seen = {}
+        for r in rows:
+            key = (r["field"], r["stage"])
+            assert r[scale]["cell"] not in seen.setdefault(key, set()), (scale, r)
+            seen[key].add(r[scale]["cell"])
+
+
+def _one_choice_apart(space, arch, rng):
+    """Architectures that differ from `arch` in one choice: a merge, a layer's block type, or one of a layer's fields."""
+    import json
+
+    from search_spaces import Arch, ArchError
+    from search_spaces.vocabulary import BLOCKS
+
+    d = arch.to_dict()
+    out = []
+    for b, ops in enumerate(space.merges):
+        for op in ops:
+            if op != d["merges"][b]:
+                e = json.loads(json.dumps(d))
+                e["merges"][b] = op
+                out.append(e)
+    for i, stage in enumerate(d["stages"]):
+        rule = space.stages[i]
+        for j, layer in enumerate(stage):
+            for name in BLOCKS[layer["block"]].fields:
+                for value in rule.values_of(name):
+                    if value != layer[name]:
+                        e = json.loads(json.dumps(d))
+                        e["stages"][i][j][name] = value
+                        out.append(e)
+            for block in rule.blocks:
+                if block != layer["block"]:
+                    e = json.loads(json.dumps(d))
+                    e["stages"][i][j] = {"block": block, **{f: rng.choice(rule.values_of(f)) for f in BLOCKS[block].fields}}
+                    out.append(e)
+    legal = []
+    for e in out:
+        try:
+            legal.append(space.validate(Arch.from_dict(e)))
+        except ArchError:
+            continue
+    return legal
+
+
+def test_no_two_architectures_the_target_prices_differently_are_one_computation_at_the_proxy():
+    """Random pairs one choice apart with different target costs give different proxy outputs (with 16/8/4/2-token
+    grids, 7 and 14 super tokens per side were one global attention in stages 1-2, strip widths 3/5/7 one operator
+    in stage 3)."""
+    import random
+
+    from supernet import Supernet
+
+    space = get_space("psvit_ext")
+    net = Supernet(space, "proxy").eval()
+    x = torch.randn(2, 3, space.proxy.img_size, space.proxy.img_size)
+    rng = random.Random(0)
+    pairs = same = 0
+    kinds = set()
+    with torch.no_grad():
+        for seed in range(6):
+            a = space.sample_by_choice(seed)
+            out_a = net(x, a)
+            cost_a = arch_costs(a, space.target)
+            neighbours = _one_choice_apart(space, a, rng)
+            for b in rng.sample(neighbours, min(14, len(neighbours))):
+                if arch_costs(b, space.target) == cost_a:
+                    continue
+                pairs += 1
+                same += torch.equal(out_a, net(x, b))
+                kinds.add(next(k for k in ("merges", "stages") if getattr(a, k) != getattr(b, k)))
+    assert pairs >= 60 and kinds == {"merges", "stages"}, (pairs, kinds)
+    assert same == 0, f"{same} of {pairs} pairs with different target costs computed the same proxy outputs"
+
+
+def test_per_side_values_are_distinct_operators_at_the_proxy_in_every_stage():
+    """Every per-side value and strip width, changed alone in every stage where it is allowed, changes the proxy output."""
+    import random
+
+    from search_spaces import Arch, ArchError
+    from supernet import Supernet
+
+    space = get_space("psvit_ext")
+    net = Supernet(space, "proxy").eval()
+    x = torch.randn(2, 3, space.proxy.img_size, space.proxy.img_size)
+    checked = set()
+    with torch.no_grad():
+        for seed in range(400):
+            a = space.sample_by_choice(random.Random(seed))
+            d = a.to_dict()
+            for i, stage in enumerate(d["stages"]):
+                for j, layer in enumerate(stage):
+                    for name in ("grid", "strip_width"):
+                        if name not in layer:
+                            continue
+                        for value in space.stages[i].values_of(name):
+                            if value == layer[name] or (name, i, value) in checked:
+                                continue
+                            e = {**d, "stages": [list(s) for s in d["stages"]]}
+                            e["stages"][i][j] = {**layer, name: value}
+                            try:
+                                b = space.validate(Arch.from_dict(e))
+                            except ArchError:
+                                continue
+                            assert not torch.equal(net(x, a), net(x, b)), (name, i, layer[name], value)
+                            checked.add((name, i, value))
+    expected = {("grid", i, v) for i, r in enumerate(space.stages) if "stoken" in r.blocks for v in r.grids if len(r.grids) > 1}
+    expected |= {("strip_width", i, v) for i, r in enumerate(space.stages) if "strip" in r.blocks for v in r.strip_widths}
+    assert checked == expected, expected - checked
 
 
 def test_padded_window_keys_are_masked():

@@ -71,6 +71,13 @@ def plan_trainings(archs, *, space: str, data: str, split: tuple[int, float], sc
     return trainings
 
 
+def standalone_accuracy(metrics: dict) -> float:
+    """A standalone training's score as an inherited path is scored: validation top-1 with BatchNorm recalibrated on
+    the same fixed calibration batches (the trained model's momentum statistics otherwise, and for models without BN)."""
+    recalibrated = metrics.get("val_acc_recalibrated")
+    return float(metrics["val_acc"] if recalibrated is None else recalibrated)
+
+
 def run_trainings(trainings: list[Training], bundle, workers: int, gpus: float, log=print) -> dict[tuple[str, int], float]:
     """The validation top-1 of each training, by (arch_id, seed): finished ones read back, the others trained,
     one after another in this process, or as Ray tasks when `workers` > 1."""
@@ -78,7 +85,7 @@ def run_trainings(trainings: list[Training], bundle, workers: int, gpus: float, 
     for t in trainings:
         metrics = t.finished()
         if metrics is not None:
-            results[(t.arch_id, t.seed)] = float(metrics["val_acc"])
+            results[(t.arch_id, t.seed)] = standalone_accuracy(metrics)
         else:
             todo.append(t)
     if results:
@@ -88,13 +95,13 @@ def run_trainings(trainings: list[Training], bundle, workers: int, gpus: float, 
         from nas.training.distributed import retrain_in_parallel
 
         for t, metrics in zip(todo, retrain_in_parallel([t.cfg for t in todo], 1.0, gpus, None)):
-            results[(t.arch_id, t.seed)] = float(metrics["val_acc"])
+            results[(t.arch_id, t.seed)] = standalone_accuracy(metrics)
         return results
     for k, t in enumerate(todo):
         metrics = Retrainer(t.cfg, bundle=bundle, log=lambda *_: None).run()
-        results[(t.arch_id, t.seed)] = float(metrics["val_acc"])
+        results[(t.arch_id, t.seed)] = standalone_accuracy(metrics)
         spent = time.time() - t0
         eta = spent / (k + 1) * (len(todo) - k - 1)
         log(f"standalone {len(results)}/{len(trainings)}: {t.arch_id} seed {t.seed}, {t.cfg.epochs} epochs: val acc "
-            f"{metrics['val_acc']:.3f} ({metrics['train_time_s']:.0f}s; about {eta / 60:.0f} min left)")
+            f"{standalone_accuracy(metrics):.3f} ({metrics['train_time_s']:.0f}s; about {eta / 60:.0f} min left)")
     return results

@@ -16,7 +16,7 @@ from torch import nn
 from search_spaces import Arch
 from supernet.calibration import recalibrated
 
-from nas.data import make_loader
+from nas.data import ArrayData, BatchLoader
 
 
 def _device(net) -> torch.device:
@@ -49,12 +49,50 @@ def model_accuracy(model: nn.Module, loader, max_batches: int | None = None) -> 
 
 
 CALIBRATION_BATCH = 32
+CALIBRATION_IMAGES = 64 * CALIBRATION_BATCH  # the pool calibration batches are taken from, in a fixed order
 
 
-def calibration_loader(bundle):
-    """The training batches BatchNorm is recalibrated on: the same for the supernet trainer's validation, the
-    search's trials, `retrain --init supernet` and the audit, given the same data and split."""
-    return make_loader(bundle, "train", CALIBRATION_BATCH, seed=bundle.info.get("split_seed", 0) + 7, train=True)
+class CalibrationBatches:
+    """The batches BatchNorm is recalibrated on: training images under the evaluation transform (no crop, flip or
+    RandAugment), a fixed seeded subset in a fixed order, so every evaluation that asks for k batches gets the same
+    k batches, the first time read from the data and afterwards replayed from memory.
+
+    Two evaluations of one architecture are therefore paired: the search's trials, the supernet trainer's
+    validation, the audit and `Supernet.extract(calib=...)` recalibrate on identical batches, whatever the data
+    kind (a shuffling DataLoader drew new batches, under training augmentation, at every evaluation)."""
+
+    def __init__(self, bundle, seed: int):
+        data = bundle.train_eval if bundle.train_eval is not None else bundle.train
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:CALIBRATION_IMAGES]
+        if isinstance(data, ArrayData):
+            self._loader = BatchLoader(data.subset(order), CALIBRATION_BATCH, bundle.mean, bundle.std, train=False)
+        else:
+            self._loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, order.tolist()), batch_size=CALIBRATION_BATCH,
+                                                       shuffle=False)
+        self._batches: list = []
+        self._source = None
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self):
+        k = 0
+        while True:
+            if k == len(self._batches):
+                if self._source is None:
+                    self._source = iter(self._loader)
+                try:
+                    self._batches.append(next(self._source))
+                except StopIteration:
+                    return
+            yield self._batches[k]
+            k += 1
+
+
+def calibration_loader(bundle) -> CalibrationBatches:
+    """The fixed calibration batches of the bundle's training split (CalibrationBatches): the same for the supernet
+    trainer's validation, the search's trials, `retrain --init supernet` and the audit, given the same data and split."""
+    return CalibrationBatches(bundle, seed=bundle.info.get("split_seed", 0) + 7)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from torch import nn
 
 from search_spaces import Arch, get_space
 from search_spaces.atomic import write_text_atomic
+from supernet.calibration import has_batchnorm, recalibrated_model
 
 from nas.data import DataBundle, load_data, make_loader
 from nas.errors import UserError
@@ -146,10 +147,24 @@ class Retrainer(TrainerBase):
                 return self.ema.module, "ema", accs
         return self.model, "model", accs
 
+    def recalibrated_accuracy(self, model: nn.Module) -> float | None:
+        """Validation accuracy with BatchNorm re-estimated on the fixed calibration batches, as an inherited path is
+        scored (None for a model without BatchNorm); the model's own statistics are put back afterwards."""
+        if not has_batchnorm(model):
+            return None
+        was_training = model.training
+        model.eval()
+        try:
+            with recalibrated_model(model, itertools.islice(calibration_loader(self.bundle), self.cfg.calib_batches)):
+                return model_accuracy(model, self.val_loader)
+        finally:
+            model.train(was_training)
+
     def finish(self) -> dict:
         import timm
 
         model, which, accs = self.final_model()
+        accs["recalibrated"] = self.recalibrated_accuracy(model)
         test_acc = model_accuracy(model, self.test_loader) if self.test_loader is not None else None
         if self.rank:
             return {"val_acc": accs[which], "test_acc": test_acc}
@@ -176,6 +191,7 @@ class Retrainer(TrainerBase):
             "inherited_val_acc": cfg.source.get("inherited_acc"), "init_val_acc": self.init_val_acc,
             "chance": 1.0 / self.scale.num_classes,
             "weights": which, "val_acc_model": accs["model"], "val_acc_ema": accs.get("ema"),
+            "val_acc_recalibrated": accs.get("recalibrated"),
             "macs": trained.macs, "params": trained.params, "scale": self.scale.to_dict(),
             "target_macs": at_target.macs, "target_params": at_target.params,
             "target_scale": {"name": target.name, "img_size": target.img_size, "num_classes": target.num_classes},
