@@ -33,8 +33,9 @@ def build_parser() -> Parser:
     p.add_argument("--data", required=True, help="npz:PATH (e.g. npz:../shared/data/cifar10_12k.npz)")
     p.add_argument("--train-subset", type=int, default=5000, help="training images kept (0: all), before the validation split")
     p.add_argument("--val-fraction", type=float, default=0.2, help="of those, held out for scoring (default 0.2: 4,000 train, 1,000 val)")
-    p.add_argument("--strategy", default="sandwich", help="supernet path sampling: sandwich, sandwich-mixed, uniform, stratified")
+    p.add_argument("--strategy", default="sandwich", help="supernet path sampling: sandwich, sandwich-mixed, fair, uniform, stratified")
     p.add_argument("--supernet-epochs", type=int, default=8)
+    p.add_argument("--student-labels", type=float, default=0.5, help="label share of a student path's loss (0: distillation only)")
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--archs", type=int, default=24)
     p.add_argument("--epochs", type=int, default=4, help="standalone epochs")
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
         else:
             data = subset_npz(args.data, args.train_subset, args.seed, out / "data.npz")
             code = search.main(["--space", "psvit_ext", "--flops", "4.5G", "--data", data, "--epochs", str(args.supernet_epochs),
-                                "--strategy", args.strategy, "--trials", str(args.trials), "--seed", str(args.seed), "--out", str(run),
+                                "--strategy", args.strategy, "--student-labels", str(args.student_labels), "--trials", str(args.trials),
+                                "--seed", str(args.seed), "--out", str(run),
                                 "--val-fraction", str(args.val_fraction)])
         if code:
             return code

@@ -48,6 +48,7 @@ class SearchSettings:
     supernet: str | None = None
     epochs: int = 8
     strategy: str = "sandwich"
+    student_labels: float = 0.5  # share of label cross-entropy in a student path's loss (teacher strategies)
     calib_batches: int = 10
     address: str | None = None
     cpus_per_trial: float = 1.0
@@ -97,6 +98,7 @@ _RULES = {
     "supernet": (lambda v: v is None or isinstance(v, str), "null or a checkpoint path"),
     "epochs": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "strategy": (lambda v: isinstance(v, str), "a path-sampling strategy name"),
+    "student_labels": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "calib_batches": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "address": (lambda v: v is None or isinstance(v, str), "null or a Ray address"),
     "cpus_per_trial": (lambda v: _number(v) and v > 0, "a positive number"),

@@ -54,6 +54,8 @@ def build_parser() -> Parser:
     p.add_argument("--supernet", default=None, help="a trained supernet.pt (default: train one in the run folder)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="supernet training epochs when none is given")
     p.add_argument("--strategy", default=d.strategy, help=f"supernet path sampling: {', '.join(STRATEGIES)}")
+    p.add_argument("--student-labels", type=float, default=d.student_labels,
+                   help="share of label cross-entropy in a student path's loss, the rest distillation (default 0.5)")
     p.add_argument("--address", default=None, help="Ray cluster to join (e.g. auto); default: a private local instance")
     p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
     p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,
@@ -99,10 +101,12 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--concurrency must be at least 0 (0: what the resources allow), got {args.concurrency}")
     if args.strategy not in STRATEGIES:
         raise UserError(f"--strategy {args.strategy!r} is not known; allowed: {', '.join(STRATEGIES)}")
+    if not 0 <= args.student_labels <= 1:
+        raise UserError(f"--student-labels must be between 0 and 1 (the labels' share of a student's loss), got {args.student_labels}")
     settings = SearchSettings(
         space=space.name, flops=flops, params=params, latency_ms=latency, sampler=args.sampler, objectives=objectives,
         trials=args.trials, seed=args.seed, data=args.data, val_fraction=args.val_fraction, scale=args.scale, supernet=args.supernet, epochs=args.epochs,
-        strategy=args.strategy, address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        strategy=args.strategy, student_labels=args.student_labels, address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency, space_file=str(Path(args.space_file).resolve()) if args.space_file else None,
         space_file_sha256=space_file_sha256,
         device=args.device, latency_batch=args.latency_batch, latency_threads=args.latency_threads,

@@ -178,7 +178,7 @@ def prepare_supernet(settings: SearchSettings, run_dir: Path, bundle, supernet_s
         return supernet_state, Path(settings.supernet)
     path = run_dir / "supernet.pt"
     tc = TrainConfig(space=settings.space, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
-                     seed=settings.seed, val_fraction=settings.val_fraction, out=str(run_dir))
+                     student_labels=settings.student_labels, seed=settings.seed, val_fraction=settings.val_fraction, out=str(run_dir))
     done = False
     if path.exists():
         done = int(load_checkpoint(path)["epoch"]) >= settings.epochs

@@ -9,6 +9,14 @@
   often than on the others, and inherited accuracy then favours architectures by their merges (an
   audit on CIFAR-10 put all-spm paths 6.3 points above the rest inherited, 1.6 standalone:
   bench/merge_bias.py);
+- fair: a sandwich in which no option of any choice is favoured. The teacher has every stage at its
+  largest depth and the small student at its smallest, and for both each choice (a merge, a layer's
+  block type, each of its fields) takes the value used least so far, over every path of every step
+  (ties at random); the third path is drawn choice by choice, unbiased. Over an epoch every merge
+  operator, every block type of a layer and every width is the teacher's, and used at all, about
+  equally often (bench/exposure.py prints it), where the fixed sandwich's teacher trains spm merges,
+  super-token and MAF blocks and the widest FFNs on every step and conv merges and attention sharing
+  almost never. Its use counts are state, saved with the supernet checkpoint;
 - stratified: like uniform, but first a MAC bin is chosen uniformly, so small and large architectures
   are trained equally often. The bins are evenly spaced between the 1st and 99th percentile of MACs
   over a seeded pool of random architectures (the extremes of the space are too rare to fill a bin);
@@ -19,22 +27,83 @@ Random architectures are drawn choice by choice (`dist="choice"`, SearchSpace.sa
 distribution the search proposes from) or uniformly over the legal set (`dist="legal"`, which
 favours deep stages exponentially).
 
-The draw depends only on (seed, epoch, step): every worker of a distributed run gets the same path.
+The draw depends only on (seed, epoch, step) and, for `fair`, on the use counts of the steps before,
+which every worker keeps alike: every worker of a distributed run gets the same path.
 """
 from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 
 import numpy as np
 
-from search_spaces import Arch, Scale, SearchSpace
+from search_spaces import Arch, Layer, Scale, SearchSpace
+from search_spaces.vocabulary import BLOCKS, is_attention_source, reuses_attention
+from search_spaces.walk import Picker, walk
 
 from nas.measure.costs import arch_costs, extreme_arch
 
-STRATEGIES = ("sandwich", "sandwich-mixed", "uniform", "stratified")
-TEACHER_STRATEGIES = ("sandwich", "sandwich-mixed")
+STRATEGIES = ("sandwich", "sandwich-mixed", "fair", "uniform", "stratified")
+TEACHER_STRATEGIES = ("sandwich", "sandwich-mixed", "fair")
 DISTRIBUTIONS = ("choice", "legal")
+
+
+def choice_uses(arch: Arch):
+    """The (choice, value) pairs an architecture uses: ("depth", stage, depth), ("merge", boundary, op), ("block",
+    stage, layer, type), and (field, stage, layer, type, value) for each field of each layer (the weights a field
+    slices are the type's)."""
+    for i, d in enumerate(arch.depths):
+        yield ("depth", i, d)
+    for b, op in enumerate(arch.merges):
+        yield ("merge", b, op)
+    for i, j, layer in arch.layers():
+        yield ("block", i, j, layer.block)
+        for name, value in layer.choices:
+            yield (name, i, j, layer.block, value)
+
+
+class LeastUsed(Picker):
+    """Every choice takes its least-used legal value so far (ties at random), at the largest or smallest depth."""
+
+    def __init__(self, uses: Counter, rng: random.Random, depth: str):
+        self.uses, self.rng, self.depth = uses, rng, depth  # depth: "deepest", "shallowest", or "least-used"
+
+    def _least(self, key: tuple, values):
+        counts = [self.uses[(*key, v)] for v in values]
+        return self.rng.choice([v for v, c in zip(values, counts) if c == min(counts)])
+
+    def depths(self, space):
+        if self.depth == "least-used":
+            if space.total_depths is None:
+                return tuple(self._least(("depth", i), r.depths) for i, r in enumerate(space.stages))
+            return self._least(("depths",), space.depth_tuples())
+        pick = max if self.depth == "deepest" else min
+        if space.total_depths is None:
+            return tuple(pick(r.depths) for r in space.stages)
+        best = pick(sum(t) for t in space.depth_tuples())
+        return self.rng.choice([t for t in space.depth_tuples() if sum(t) == best])
+
+    def merge(self, boundary, ops):
+        return self._least(("merge", boundary), ops)
+
+    def layer(self, i, j, depth, rule, source_before):
+        # A type that reuses attention is legal only right after a source, which makes it the rarest of a layer's types
+        # unless the layer before opens the way for it when it lags, and it is taken whenever it may and lags.
+        legal = rule.legal_blocks(source_before)
+        reusing = [b for b in legal if reuses_attention(b)]
+        if reusing and self._reuse_starved(i, j, rule):
+            legal = tuple(reusing)
+        elif j + 1 < depth and self._reuse_starved(i, j + 1, rule):
+            legal = tuple(b for b in legal if is_attention_source(b)) or legal
+        block = self._least(("block", i, j), legal)
+        return Layer(block, **{f: self._least((f, i, j, block), rule.values_of(f)) for f in BLOCKS[block].fields})
+
+    def _reuse_starved(self, i: int, j: int, rule) -> bool:
+        """Whether a type that reuses attention is the least used of layer j's types (it is legal only after a source,
+        so the random paths use it far less often than the others)."""
+        counts = {b: self.uses[("block", i, j, b)] for b in rule.blocks_at(j)}
+        return any(reuses_attention(b) and c <= min(counts.values()) for b, c in counts.items())
 
 
 class PathSampler:
@@ -49,6 +118,7 @@ class PathSampler:
         self.num_random, self.bins, self.max_tries = num_random, bins, max_tries
         self.largest = extreme_arch(space, scale, largest=True)
         self.smallest = extreme_arch(space, scale, largest=False)
+        self.uses: dict[int, Counter] = {}  # fair: path k of a step -> (choice, value) -> times that path used it before
         if strategy == "stratified":
             rng = random.Random(f"{seed}:bins")
             archs = [self.random_arch(rng) for _ in range(pool)]
@@ -68,13 +138,30 @@ class PathSampler:
                 return arch
         return rng.choice(self.bin_pool[b])
 
+    def _fair(self, rng: random.Random) -> list[Arch]:
+        paths = []
+        for k, depth in enumerate(("deepest", "shallowest", *["least-used"] * self.num_random)):
+            uses = self.uses.setdefault(k, Counter())  # each path balanced on its own: the teacher's options too
+            paths.append(walk(self.space, LeastUsed(uses, rng, depth)))
+            uses.update(choice_uses(paths[-1]))
+        return paths
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to draw the same paths: fair's use counts (plain lists, for the checkpoint)."""
+        return {"uses": [[k, [[list(key), n] for key, n in sorted(c.items(), key=str)]] for k, c in sorted(self.uses.items())]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.uses = {int(k): Counter({tuple(key): n for key, n in counts}) for k, counts in state.get("uses", [])}
+
     def paths(self, epoch: int, step: int) -> list[Arch]:
-        """The architectures of one step; for the sandwich strategies the first is the largest (the teacher)."""
+        """The architectures of one step; for the teacher strategies the first is the teacher (sandwich: the largest)."""
         rng = self._rng(epoch, step)
         if self.strategy == "uniform":
             return [self.random_arch(rng)]
         if self.strategy == "stratified":
             return [self._stratified(rng)]
+        if self.strategy == "fair":
+            return self._fair(rng)
         extremes = [self.largest, self.smallest]
         if self.strategy == "sandwich-mixed":
             extremes = [dataclasses.replace(a, merges=tuple(rng.choice(ops) for ops in self.space.merges)) for a in extremes]

@@ -44,6 +44,7 @@ class TrainConfig:
     path_dist: str = "choice"
     num_random: int = 1
     distill: bool = True
+    student_labels: float = 0.5  # teacher strategies: a student's loss is this much cross-entropy on the labels, the rest distillation
     label_smoothing: float = 0.1
     clip_grad: float = 1.0
     seed: int = 0
@@ -64,6 +65,8 @@ class TrainConfig:
         if self.scale not in ("proxy", "target"):
             raise UserError(f"--scale {self.scale!r} is not known; allowed: proxy, target")
         check_common_settings(self)
+        if not 0.0 <= self.student_labels <= 1.0:
+            raise UserError(f"--student-labels must be between 0 and 1 (the labels' share of a student's loss), got {self.student_labels}")
         if self.num_random < 0 or self.calib_batches < 0:
             raise UserError(f"--num-random and the calibration batches must be at least 0, got {self.num_random}, {self.calib_batches}")
 
@@ -89,6 +92,15 @@ def data_img_size(cfg) -> int | None:
 
 def _soft_cross_entropy(logits, teacher_logits):
     return torch.sum(-F.softmax(teacher_logits, dim=-1) * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def student_loss(logits, teacher_logits, y, label_weight: float, label_smoothing: float):
+    """In-place distillation from the teacher's predictions, mixed with `label_weight` of cross-entropy on the labels:
+    with distillation alone, the paths other than the teacher never learn from a label."""
+    loss = _soft_cross_entropy(logits, teacher_logits)
+    if label_weight > 0:
+        loss = (1 - label_weight) * loss + label_weight * F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    return loss
 
 
 class Trainer(TrainerBase):
@@ -126,7 +138,7 @@ class Trainer(TrainerBase):
             with self._autocast():
                 logits = self.model(x, arch)
                 if teacher is not None and cfg.distill:
-                    loss = _soft_cross_entropy(logits.float(), teacher)
+                    loss = student_loss(logits.float(), teacher, y, cfg.student_labels, cfg.label_smoothing)
                 else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             self._check_finite(loss, epoch, step)
@@ -139,6 +151,12 @@ class Trainer(TrainerBase):
 
     def _start_epoch(self, epoch: int) -> None:
         self.path_hash = hashlib.sha256()
+
+    def _extra_state(self) -> dict:
+        return {"sampler": self.sampler.state_dict()}
+
+    def _restore_extra(self, ckpt: dict) -> None:
+        self.sampler.load_state_dict(ckpt.get("sampler", {}))
 
     def _agreed_paths(self) -> str:
         """The digest of the epoch's paths, checked to be the same on every worker: their gradients are
