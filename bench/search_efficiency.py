@@ -38,6 +38,7 @@ from nas.reporting.pareto import hypervolume_2d
 from search_spaces import load_space_file
 from nas.runs import SAMPLERS, SearchSettings
 from nas.search import search
+from nas.searching.evaluators import make_evaluator
 from nas.units import parse_count
 from search_bench import prepare
 from search_spaces import get_space
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
             settings = SearchSettings(space=space.name, flops=flops, sampler=sampler, seed=seed, trials=args.trials, data=args.data,
                                       supernet=supernet, run_dir=str(run_dir), space_file=space_file)
             t0 = time.time()
-            search(settings, run_dir)
+            search(settings, run_dir, make_evaluator(settings))
             seconds = time.time() - t0
             curve = run_metrics(pd.read_csv(run_dir / "trials.csv"), limit_g)
             curves.append(curve.assign(sampler=sampler, seed=seed))

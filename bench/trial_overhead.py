@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +48,7 @@ from nas.measure.evaluate import evaluate
 from nas.runs import SearchSettings, write_config
 from nas.search import search
 from nas.searching.driver import check_inputs
-from nas.searching.trial import trial_payload
+from nas.searching.evaluators import SupernetEvaluator, worker_supernet, make_evaluator
 from nas.units import parse_count
 from search_bench import prepare
 from search_spaces import Arch, get_space
@@ -74,7 +74,7 @@ def run_search(settings: SearchSettings, run_dir: Path) -> pd.DataFrame:
     settings = replace(settings, run_dir=str(run_dir))
     write_config(settings, run_dir, {"status": "started"})
     t0 = time.time()
-    search(settings, run_dir)
+    search(settings, run_dir, make_evaluator(settings))
     seconds = time.time() - t0
     trials = pd.read_csv(run_dir / "trials.csv")
     trials = trials[trials["evaluated"]].sort_values("trial").reset_index(drop=True)
@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
     devices = json.loads((out / "search-1" / "config.json").read_text())["devices"]  # where the search put its trials
     print(f"trials ran on {devices['trials_on']} ({devices['gpus_per_trial']:g} GPU each); direct evaluation there too", flush=True)
-    net, val_loader, calib_loader = trial_payload(supernet_state, bundle, {**asdict(settings), "gpus_per_trial": devices["gpus_per_trial"]})
+    evaluator = SupernetEvaluator(replace(settings, run_dir=str(out / "direct"))).attach(supernet_state, bundle, devices["gpus_per_trial"])
+    net, val_loader, calib_loader = worker_supernet(evaluator, evaluator.payload())
     evaluate(net, Arch.from_json(first["arch"][0]), val_loader, calib_loader, settings.calib_batches)  # warm-up
     direct = [direct_times(net, first["arch"], val_loader, calib_loader, settings.calib_batches, f"direct pass {k}") for k in (1, 2)]
     second = run_search(settings, out / "search-2")

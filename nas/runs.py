@@ -29,7 +29,8 @@ RESULTS_ROOT = Path("results")
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
 OBJECTIVES = {"acc": ("acc", "max"), "flops": ("macs", "min"), "params": ("params", "min"), "latency": ("latency_ms", "min")}
 SCALES = ("proxy", "target")
-MAX_TRIALS = 100_000  # Optuna's samplers and the journal slow down long before; NAS-Bench-201 has 15,625 cells
+MAX_TRIALS = 100_000
+MAX_SELECT = 1000  # Optuna's samplers and the journal slow down long before; NAS-Bench-201 has 15,625 cells
 
 
 @dataclass
@@ -60,6 +61,12 @@ class SearchSettings:
     device: str = "auto"  # where latency is measured and predicted
     latency_batch: int = 1
     latency_threads: int = 0  # 0: torch's default
+    evaluator: str = "supernet"  # what scores an architecture: supernet (inherited accuracy) or table:PATH
+    score: str = "cifar10_test_acc"  # a table evaluator's score column
+    references: bool = True  # the space's reference members within the limits are the first trials
+    select: int = 0  # the selection stage: the K best distinct architectures (and the references) trained alone; 0: none
+    select_epochs: int = 10  # the selection's longest training (its last rung)
+    select_seeds: int = 2  # seeds each candidate is trained with, in lockstep
 
     @property
     def uses_latency(self) -> bool:
@@ -110,6 +117,12 @@ _RULES = {
     "device": (lambda v: isinstance(v, str), "auto, cpu, cuda or cuda:N"),
     "latency_batch": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "latency_threads": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "evaluator": (lambda v: isinstance(v, str) and (v == "supernet" or v.startswith("table:")), "supernet or table:PATH"),
+    "score": (lambda v: isinstance(v, str) and v != "", "a column name"),
+    "references": (lambda v: isinstance(v, bool), "true or false"),
+    "select": (lambda v: _integer(v) and 0 <= v <= MAX_SELECT, f"an integer from 0 to {MAX_SELECT}"),
+    "select_epochs": (lambda v: _integer(v) and 1 <= v <= 100_000, "an integer >= 1"),
+    "select_seeds": (lambda v: _integer(v) and 2 <= v <= 100, "an integer from 2 to 100"),
 }
 
 
@@ -272,6 +285,12 @@ def data_split(config: dict) -> tuple[int, float]:
     """(seed, validation fraction) of the train/validation split a run's trials were scored on."""
     settings, data = config.get("settings", {}), config.get("data") or {}
     return int(data.get("split_seed", settings.get("seed", 0))), float(data.get("val_fraction", settings.get("val_fraction", 0.1)))
+
+
+def selection_section(run_dir: Path) -> str | None:
+    """The markdown section the selection stage left for the run's report.md, if it ran."""
+    path = Path(run_dir) / "select" / "section.md"
+    return path.read_text() if path.is_file() else None
 
 
 def audit_section(run_dir: Path) -> str | None:

@@ -20,15 +20,16 @@ from pathlib import Path
 import torch
 
 from search_spaces import get_space, load_space_file
+from supernet.blocks.registry import has_modules
 
 from nas import runs
 from nas.cli import Parser, run_cli, seed_type
 from nas.errors import UserError
-from nas.measure.costs import arch_costs, extreme_arch
 from nas.measure.latency import resolve_device
-from nas.runs import MAX_TRIALS, OBJECTIVES, SAMPLERS, SearchSettings
+from nas.runs import MAX_SELECT, MAX_TRIALS, OBJECTIVES, SAMPLERS, SearchSettings
 from nas.searching.devices import devices_line
 from nas.searching.driver import check_inputs
+from nas.searching.evaluators import make_evaluator, parse_evaluator
 from nas.training.sampling import STRATEGIES
 from nas.units import parse_count, parse_latency_ms
 
@@ -64,7 +65,28 @@ def build_parser() -> Parser:
     p.add_argument("--out", default=None, help="run folder (default results/<space>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the search in this run folder")
     p.add_argument("--space-file", default=None, help="a Python file that registers extra spaces")
+    p.add_argument("--evaluator", default=d.evaluator,
+                   help="what scores an architecture: supernet (default: inherited accuracy) or table:PATH (a benchmark table, e.g. "
+                        "NAS-Bench-201's with --space nb201; --device then names its latency column lat_<device>)")
+    p.add_argument("--score", default=d.score, help=f"with a table evaluator: the column scored (default {d.score})")
+    p.add_argument("--no-references", action="store_true", help="do not make the space's reference members the first trials")
+    s = p.add_argument_group("selection stage (after the search, or on a finished run with --resume)")
+    s.add_argument("--select", type=int, default=None, metavar="K",
+                   help="train the K best distinct feasible architectures and the feasible references alone, epochs allocated by "
+                        "successive halving (Ray Tune's ASHA), and pick the best on validation: selection.csv, selected.json")
+    s.add_argument("--select-epochs", type=int, default=d.select_epochs, help=f"the last rung's epochs (default {d.select_epochs})")
+    s.add_argument("--select-seeds", type=int, default=d.select_seeds, help=f"seeds per candidate, at least 2 (default {d.select_seeds})")
     return p
+
+
+def check_selection_args(args) -> None:
+    if args.select is not None and not 1 <= args.select <= MAX_SELECT:
+        raise UserError(f"--select must be at least 1 (and at most {MAX_SELECT}): the number of searched architectures "
+                        f"trained alone, got {args.select}")
+    if not 1 <= args.select_epochs <= 100_000:
+        raise UserError(f"--select-epochs must be at least 1, got {args.select_epochs}")
+    if not 2 <= args.select_seeds <= 100:
+        raise UserError(f"--select-seeds must be from 2 to 100 (a comparison over seeds needs two), got {args.select_seeds}")
 
 
 def settings_from_args(args) -> SearchSettings:
@@ -84,7 +106,15 @@ def settings_from_args(args) -> SearchSettings:
     latency = parse_latency_ms(args.latency) if args.latency is not None else None
     if args.latency_batch < 1 or args.latency_threads < 0:
         raise UserError("--latency-batch must be at least 1 and --latency-threads at least 0")
-    resolve_device(args.device)
+    evaluator, _ = parse_evaluator(args.evaluator)
+    if evaluator == "supernet":
+        resolve_device(args.device)
+        if not has_modules(space):
+            raise UserError(f"--space {space.name} has no supernet (its operations have no modules); give --evaluator table:PATH, a "
+                            "benchmark table of its architectures (e.g. ../shared/data/nb201/nb201_cifar10.csv for nb201)")
+    elif args.supernet or args.select is not None:
+        raise UserError(f"--evaluator {args.evaluator}: the table's score is final; --supernet and --select go with the supernet evaluator")
+    check_selection_args(args)
     if args.scale not in ("proxy", "target"):
         raise UserError(f"--scale {args.scale!r} is not known; allowed: proxy, target")
     if not 0 < args.cpus_per_trial < math.inf or (args.gpus_per_trial is not None and not 0 <= args.gpus_per_trial < math.inf):
@@ -110,6 +140,8 @@ def settings_from_args(args) -> SearchSettings:
         concurrency=args.concurrency, space_file=str(Path(args.space_file).resolve()) if args.space_file else None,
         space_file_sha256=space_file_sha256,
         device=args.device, latency_batch=args.latency_batch, latency_threads=args.latency_threads,
+        evaluator=args.evaluator, score=args.score, references=not args.no_references, select=args.select or 0,
+        select_epochs=args.select_epochs, select_seeds=args.select_seeds,
     )
     if settings.address:
         from nas.cluster import check_address
@@ -119,8 +151,9 @@ def settings_from_args(args) -> SearchSettings:
 
 
 def latency_predictor(settings: SearchSettings):
-    """The device's latency predictor for the space (built and cached on first use), or None if unused."""
-    if not settings.uses_latency:
+    """The device's latency predictor for the space (built and cached on first use), or None if unused (no latency
+    limit or objective, or a table that holds the latencies)."""
+    if not settings.uses_latency or settings.evaluator != "supernet":
         return None
     from nas.measure.latency import load_predictor
 
@@ -128,25 +161,35 @@ def latency_predictor(settings: SearchSettings):
                           threads=settings.latency_threads or None)
 
 
-def check_reachable(settings: SearchSettings) -> None:
+def check_reachable(settings: SearchSettings, evaluator=None) -> None:
     """A MAC or parameter limit below the space's cheapest architecture is reported now, not after a fruitless search."""
     space = get_space(settings.space)
     target = space.target
+    evaluator = evaluator or make_evaluator(settings)
+    where = f"in {evaluator.path}" if evaluator.kind == "table" else f"at the target scale ({target.img_size}x{target.img_size})"
     for key, limit, flag, unit, scale in (("macs", settings.flops, "--flops", "G MACs", 1e9), ("params", settings.params, "--params", "M params", 1e6)):
         if limit is None:
             continue
-        cheapest = arch_costs(extreme_arch(space, target, largest=False, key=key), target)
-        least = getattr(cheapest, key)
+        least, _ = evaluator.least(key)
         if least > limit:
             raise UserError(f"{flag} {limit / scale:g}{unit[0]}: no architecture of {space.name} fits; the smallest has "
-                            f"{least / scale:.2f}{unit} at the target scale ({target.img_size}x{target.img_size})")
+                            f"{least / scale:.2f}{unit} {where}")
 
 
-def check_latency_reachable(settings: SearchSettings, predictor) -> None:
-    """A latency limit below the predicted fastest architecture, reported before the search starts."""
+def check_latency_reachable(settings: SearchSettings, evaluator) -> None:
+    """A latency limit below the fastest architecture (predicted, or a table's), reported before the search starts."""
     space = get_space(settings.space)
     target = space.target
-    if settings.latency_ms is not None and predictor is not None:
+    if settings.latency_ms is None:
+        return
+    if evaluator.kind == "table":
+        fastest, _ = evaluator.fastest()
+        if fastest > settings.latency_ms:
+            raise UserError(f"--latency {settings.latency_ms:g}ms: no architecture of {space.name} fits on {settings.device}; the "
+                            f"fastest in {evaluator.path} takes {fastest:.2f} ms")
+        return
+    predictor = evaluator.predictor
+    if predictor is not None:
         fastest = predictor.predict(predictor.fastest(space))
         if fastest > settings.latency_ms:
             raise UserError(f"--latency {settings.latency_ms:g}ms: no architecture of {space.name} is predicted to fit on "
@@ -155,8 +198,8 @@ def check_latency_reachable(settings: SearchSettings, predictor) -> None:
 
 
 # ------------------------------------------------------------------ the whole run
-def search(settings: SearchSettings, run_dir: Path, predictor=None, inputs=None) -> dict:
-    """Supernet (given or trained), trials, result files; the summary of the results.
+def search(settings: SearchSettings, run_dir: Path, evaluator, inputs=None) -> dict:
+    """Supernet (given or trained; none for a table), trials, result files; the summary of the results.
     `inputs`: what check_inputs returned, when the caller checked them before creating the run folder."""
     from nas.cluster import start_ray
     from nas.searching.devices import plan_trial_devices
@@ -164,33 +207,52 @@ def search(settings: SearchSettings, run_dir: Path, predictor=None, inputs=None)
     from nas.searching.results import write_results
 
     t0 = time.time()
-    bundle, given = inputs or check_inputs(settings)
-    supernet_state, ckpt_path = prepare_supernet(settings, run_dir, bundle, given)
-    ray = start_ray(settings.address)
-    devices = plan_trial_devices(settings, supernet_state, bundle, ray.cluster_resources().get("GPU", 0))
-    runs.write_config(settings, run_dir, {"supernet": str(ckpt_path), "supernet_sha256": runs.sha256(ckpt_path),
-                                          "proxy_scale": supernet_state["scale"], "data": bundle.describe(), "devices": devices,
-                                          "latency_predictor": None if predictor is None else
-                                          {"key": predictor.key, "slope": predictor.slope, "intercept_ms": predictor.intercept}})
+    ray = None
+    if evaluator.kind == "supernet":
+        bundle, given = inputs or check_inputs(settings)
+        supernet_state, ckpt_path = prepare_supernet(settings, run_dir, bundle, given)
+        ray = start_ray(settings.address)
+        devices = plan_trial_devices(settings, supernet_state, bundle, ray.cluster_resources().get("GPU", 0))
+        evaluator.attach(supernet_state, bundle, devices["gpus_per_trial"])
+        predictor = evaluator.predictor
+        extra = {"supernet": str(ckpt_path), "supernet_sha256": runs.sha256(ckpt_path), "proxy_scale": supernet_state["scale"],
+                 "data": bundle.describe(), "latency_predictor": None if predictor is None else
+                 {"key": predictor.key, "slope": predictor.slope, "intercept_ms": predictor.intercept}}
+    else:
+        devices = {"gpus_per_trial": 0.0, "given": False, "trials_on": "cpu"}
+        extra = {}
+    runs.write_config(settings, run_dir, {**extra, "evaluator": evaluator.describe(), "devices": devices})
     print(f"searching {settings.space}: {settings.trials} trials, sampler {settings.sampler}, objectives {','.join(settings.objectives)}, "
-          f"limits {', '.join(f'{k} <= {v:g}' for k, v in settings.limits().items()) or 'none'}", flush=True)
-    run_trials(settings, run_dir, supernet_state, bundle, predictor, devices["gpus_per_trial"])
+          f"limits {', '.join(f'{k} <= {v:g}' for k, v in settings.limits().items()) or 'none'}, evaluator {settings.evaluator}", flush=True)
+    run_trials(settings, run_dir, evaluator, devices["gpus_per_trial"])
     return write_results(settings, run_dir, time.time() - t0)
 
 
-def resume_settings(args, parser: Parser) -> SearchSettings | None:
-    """The run's recorded settings, with --trials raised if given; None when the run has nothing left to do.
+def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
+    """The run's recorded settings, with --trials raised (and --select set) if given, and whether its search is finished.
 
     Only --trials (to extend the search) and --space-file (the run's own space file, checked against the
     sha256 it recorded) may accompany --resume; any other flag is refused rather than silently ignored.
     """
     run_dir = Path(args.resume)
     settings = runs.read_settings(run_dir)
-    given = [a.option_strings[0] for a in parser._actions if a.dest not in ("help", "resume", "trials", "space_file")
+    given = [a.option_strings[0] for a in parser._actions
+             if a.dest not in ("help", "resume", "trials", "space_file", "select", "select_epochs", "select_seeds")
              and getattr(args, a.dest) != a.default]
     if given:
         raise UserError(f"--resume continues a run with the settings it recorded; {given[0]} cannot be changed "
-                        "(allowed with --resume: --trials N to extend the search, --space-file for a run of a custom space)")
+                        "(allowed with --resume: --trials N to extend the search, --select K to choose among its best by training "
+                        "them, --space-file for a run of a custom space)")
+    check_selection_args(args)
+    if args.select is not None:
+        if parse_evaluator(settings.evaluator)[0] != "supernet":
+            raise UserError(f"--select: run {run_dir} was scored by {settings.evaluator}; the selection trains the supernet's candidates")
+        given = (args.select, args.select_epochs, args.select_seeds)
+        recorded = (settings.select, settings.select_epochs, settings.select_seeds)
+        if (run_dir / "select").is_dir() and settings.select and given != recorded:
+            raise UserError(f"--select: run {run_dir} has a selection started with --select {recorded[0]} --select-epochs {recorded[1]} "
+                            f"--select-seeds {recorded[2]}; resume it with those (or move {run_dir / 'select'} away to start another)")
+        settings.select, settings.select_epochs, settings.select_seeds = given
     if settings.space_file:
         runs.load_run_space_file(args.space_file, asdict(settings), run_dir, "--resume")
     elif args.space_file:
@@ -207,10 +269,11 @@ def resume_settings(args, parser: Parser) -> SearchSettings | None:
 
     done = len(finished_trials(run_dir))
     if done >= settings.trials and (run_dir / "trials.csv").is_file():
-        print(f"{run_dir}: nothing to add: {done} of {settings.trials} trials are finished and its results are written; "
-              f"give --trials N (more than {settings.trials}) to extend it")
-        return None
-    return settings
+        if args.select is None:
+            print(f"{run_dir}: nothing to add: {done} of {settings.trials} trials are finished and its results are written; "
+                  f"give --trials N (more than {settings.trials}) to extend it, or --select K to train its best")
+        return settings, True
+    return settings, False
 
 
 @run_cli
@@ -218,27 +281,29 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume:
-        settings = resume_settings(args, parser)
-        if settings is None:
-            return 0
+        settings, finished = resume_settings(args, parser)
         run_dir = Path(settings.run_dir)
+        if finished:
+            return select(settings, run_dir) if args.select is not None else 0
+        evaluator = make_evaluator(settings)
         print(devices_line(settings), flush=True)
-        predictor = latency_predictor(settings)
+        evaluator.predictor = latency_predictor(settings)
         inputs = None
         print(f"resuming {run_dir}", flush=True)
     else:
         settings = settings_from_args(args)
         run_dir = Path(args.out) if args.out else runs.new_run_dir(settings.space)
         runs.check_new_run_dir(run_dir)
-        check_reachable(settings)
-        inputs = check_inputs(settings)
-        print(devices_line(settings), flush=True)  # the first line of a search whose input was accepted
-        predictor = latency_predictor(settings)
-        check_latency_reachable(settings, predictor)
         settings.run_dir = str(run_dir)
+        evaluator = make_evaluator(settings)  # a table is read and checked here
+        check_reachable(settings, evaluator)
+        inputs = check_inputs(settings) if evaluator.kind == "supernet" else None
+        print(devices_line(settings), flush=True)  # the first line of a search whose input was accepted
+        evaluator.predictor = latency_predictor(settings)
+        check_latency_reachable(settings, evaluator)
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_config(settings, run_dir, {"status": "started"})
-    summary = search(settings, run_dir, predictor, inputs)
+    summary = search(settings, run_dir, evaluator, inputs)
     best = summary.get("best")
     if best:
         print(f"best feasible architecture: acc {best['accuracy']:.3f}, {best['macs'] / 1e9:.2f}G MACs, {best['params'] / 1e6:.1f}M params "
@@ -246,7 +311,29 @@ def main(argv=None) -> int:
     else:
         print("no feasible architecture was evaluated; see report.md")
     print(f"results: {run_dir}/ (trials.csv, pareto.csv, best.json, report.md)")
+    if settings.select:
+        return select(settings, run_dir)
     return 0
+
+
+def select(settings: SearchSettings, run_dir: Path) -> int:
+    """The selection stage on a finished search: candidates trained alone under ASHA, the winner against the best reference."""
+    from nas.reporting.document import write_report
+    from nas.searching.selection import run_selection, sentence
+
+    runs.write_config(settings, run_dir, _config_extra(run_dir))  # the selection's settings, for a later --resume
+    result = run_selection(settings, run_dir)
+    write_report(run_dir)
+    selected = result["selected"]
+    print(f"selected {selected['label']}: validation {selected['accuracy']:.4f} ({selected['split']}) -> {run_dir / 'selected.json'}")
+    print(sentence(selected, result["comparison"]))
+    return 0
+
+
+def _config_extra(run_dir: Path) -> dict:
+    """What config.json holds besides the settings, to be written back with the settings the selection adds."""
+    config = runs.read_config(run_dir)
+    return {k: v for k, v in config.items() if k not in ("kind", "settings", "target_scale", "versions")}
 
 
 if __name__ == "__main__":

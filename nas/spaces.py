@@ -13,6 +13,7 @@ import sys
 
 from search_spaces import get_reference, get_space, list_spaces, reference_doc, reference_names
 from search_spaces.vocabulary import BLOCKS, CHOICE_FIELDS, cells_per_side
+from supernet.blocks.registry import has_modules
 
 from nas.cli import Parser, run_cli
 from nas.errors import UserError
@@ -75,19 +76,27 @@ def describe(name: str, samples: int, budget: float) -> str:
     t = space.target
     lines = [f"## `{name}`", "", space.description + ".", ""]
     fields = [f for f in CHOICE_FIELDS.values() if any(f.name in BLOCKS[b].fields for rule in space.stages for b in rule.blocks)]
-    header = ["stage", "grid at 224", "width", "heads", "depths", "block types"] + [f.header or f.name for f in fields]
+    header = ["stage", f"grid at {t.img_size}", "width", "heads", "depths", "block types"] + [f.header or f.name for f in fields]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, (rule, side) in enumerate(zip(space.stages, t.grids())):
         values = [_fmt(rule.values_of(f.name)) if any(f.name in BLOCKS[b].fields for b in rule.blocks) else "-" for f in fields]
         row = [str(i), f"{side}x{side}", str(t.embed_dims[i]), str(t.num_heads[i]), _fmt(rule.depths), ", ".join(rule.blocks)] + values
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append("Merge operators per stage boundary: " + "; ".join(f"{i}->{i + 1}: {', '.join(ops)}" for i, ops in enumerate(space.merges)) + ".")
+    if space.merges:
+        lines.append("Merge operators per stage boundary: " + "; ".join(f"{i}->{i + 1}: {', '.join(ops)}" for i, ops in enumerate(space.merges)) + ".")
+    else:
+        lines.append("One stage: no merges.")
     if space.total_depths:
         lines.append(f"Allowed total depths: {_fmt(space.total_depths)}.")
     lines += ["", "Rules:", ""] + [f"- {r}" for r in space.rules] + [""]
     card = space.cardinality()
     lines.append(f"Cardinality: {card:,} architectures ({card:.3e}).")
+    if not has_modules(space):
+        lines += ["", "Its operations have no modules, so it has no supernet and no cost model: an architecture's costs and score "
+                  f"come from a benchmark table (`python -m nas.search --space {name} --evaluator table:PATH`; "
+                  "`--device NAME` picks the table's latency column `lat_NAME`, `--score COLUMN` its score).", ""]
+        return "\n".join(lines)
     costs = [arch_costs(space.sample(seed), t) for seed in range(samples)]
     macs = sorted(c.macs / 1e9 for c in costs)
     params = sorted(c.params / 1e6 for c in costs)

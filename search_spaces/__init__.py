@@ -7,7 +7,7 @@ from .space import SearchSpace, StageRule
 from .space_file import SpaceFileError, file_sha256, load_space_file
 from .vocabulary import (BLOCK_TYPES, MERGE_TYPES, BlockType, ChoiceField, register_block_type, register_choice_field,
                          register_merge)
-from . import psvit, psvit_ext  # noqa: F401  (registers the built-in spaces)
+from . import nb201, psvit, psvit_ext  # noqa: F401  (registers the built-in spaces)
 
 __all__ = [
     "Arch", "ArchError", "Layer", "Scale", "SearchSpace", "StageRule", "UnknownSpaceError",

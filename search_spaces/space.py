@@ -18,7 +18,7 @@ from .arch import Arch, ArchError, Layer
 from .scale import Scale
 from .vocabulary import (BLOCK_TYPES, BLOCKS, CHOICE_FIELDS, GLD_RATIO, GRID, MERGE_TYPES, MLP_RATIO, STRIP_WIDTH, WINDOWS,
                          attention_sources, is_attention_source, may_follow)
-from .walk import ByChoice, Mutation, Suggestion, Uniform, sequence_counter, walk
+from .walk import ByChoice, Mutation, ParamsOf, Suggestion, Uniform, sequence_counter, walk
 
 
 def _fmt(values) -> str:
@@ -108,6 +108,7 @@ class SearchSpace:
     total_depths: tuple[int, ...] | None = None
     description: str = ""
     rules: tuple[str, ...] = field(default=())
+    text_format: tuple | None = None  # (parse, format): a benchmark's own text form of an architecture (NAS-Bench-201's cells)
 
     def __post_init__(self):
         if len(self.merges) != len(self.stages) - 1:
@@ -124,6 +125,13 @@ class SearchSpace:
             for m in ops:
                 if m not in MERGE_TYPES:
                     raise ValueError(f"space {self.name}: unknown merge operator {m!r}")
+
+    def parse_arch(self, text: str) -> Arch:
+        """An architecture from its text: the space's own form when it has one (a NAS-Bench-201 cell string), else
+        Arch JSON; validated."""
+        if self.text_format is not None and not str(text).lstrip().startswith("{"):
+            return self.validate(self.text_format[0](text))
+        return self.validate(Arch.from_json(text))
 
     # ------------------------------------------------------------------ scales
     def scale(self, which: str | Scale = "target") -> Scale:
@@ -234,6 +242,14 @@ class SearchSpace:
                 return self.validate(new)
 
     # ------------------------------------------------------------------ optuna
+    def optuna_params(self, arch: Arch) -> dict:
+        """The Optuna parameters `suggest` turns into `arch` (study.enqueue_trial(space.optuna_params(arch)) makes
+        it a search's next trial)."""
+        picker = ParamsOf(self.validate(arch))
+        if walk(self, picker) != arch:
+            raise ArchError("the architecture does not follow this space's walk")  # unreachable for a valid arch
+        return picker.params
+
     def suggest(self, trial) -> Arch:
         """Define-by-run proposal: conditional parameters exist only where the earlier choices use them
         (parameters depth{i} or depths, merge{i}, s{i}_l{j}_block[_after_mhsa], s{i}_l{j}_<field short name>)."""

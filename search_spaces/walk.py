@@ -107,25 +107,53 @@ class Suggestion(Picker):
     def __init__(self, trial):
         self.trial = trial
 
-    def _categorical(self, name: str, values):
+    def _categorical(self, name: str, values, wanted=None):
         values = list(values)
         return self.trial.suggest_categorical(name, values) if len(values) > 1 else values[0]
 
     def depths(self, space):
         if space.total_depths is None:
-            return tuple(self._categorical(f"depth{i}", r.depths) for i, r in enumerate(space.stages))
+            return tuple(self._categorical(f"depth{i}", r.depths, i) for i, r in enumerate(space.stages))
         tuples = space.depth_tuples()
         labels = ["-".join(map(str, t)) for t in tuples]
-        return tuples[labels.index(self._categorical("depths", labels))]
+        return tuples[labels.index(self._categorical("depths", labels, "depths"))]
 
     def merge(self, boundary, ops):
-        return self._categorical(f"merge{boundary}", ops)
+        return self._categorical(f"merge{boundary}", ops, ("merge", boundary))
 
     def layer(self, i, j, depth, rule, source_before):
         suffix = REUSE_SUFFIX if source_before and any(reuses_attention(b) for b in rule.blocks) else ""
-        block = self._categorical(f"s{i}_l{j}_block{suffix}", rule.legal_blocks(source_before))
-        return Layer(block, **{f: self._categorical(f"s{i}_l{j}_{CHOICE_FIELDS[f].short}", rule.values_of(f))
+        block = self._categorical(f"s{i}_l{j}_block{suffix}", rule.legal_blocks(source_before), (i, j, "block"))
+        return Layer(block, **{f: self._categorical(f"s{i}_l{j}_{CHOICE_FIELDS[f].short}", rule.values_of(f), (i, j, f))
                                for f in BLOCKS[block].fields})
+
+
+class ParamsOf(Suggestion):
+    """The Optuna parameters under which `suggest` proposes `arch` (for Optuna's enqueue_trial): the walk of
+    Suggestion, each choice answered with the arch's own value and noted under the parameter's name."""
+
+    def __init__(self, arch: Arch):
+        super().__init__(trial=None)
+        self.arch, self.params = arch, {}
+
+    def _categorical(self, name: str, values, wanted=None):
+        a = self.arch
+        if wanted == "depths":
+            value = "-".join(map(str, a.depths))
+        elif isinstance(wanted, int):
+            value = a.depths[wanted]
+        elif wanted[0] == "merge":
+            value = a.merges[wanted[1]]
+        else:
+            i, j, what = wanted
+            layer = a.stages[i][j]
+            value = layer.block if what == "block" else getattr(layer, what)
+        values = list(values)
+        if value not in values:
+            raise ValueError(f"{name}: {value!r} is not among {values}")
+        if len(values) > 1:
+            self.params[name] = value
+        return value
 
 
 def weighted_index(weights: list[int], rng: random.Random) -> int:

@@ -48,7 +48,7 @@ BAD = {
     "wrong-layer-count": (lambda: _ext(stages=_ext()["stages"][:1] + [[_layer("mhsa", mlp_ratio=4)] * 9] + _ext()["stages"][2:]), ["stages[1]: 9 layers", "allowed depths: 2, 3, 4, 5"]),
     "strip-width-4": (lambda: _replace(_ext(), 2, 0, _layer("strip", strip_width=4, mlp_ratio=3)), ["strip_width: 4", "allowed: 1, 3, 5, 7"]),
     "share-after-non-mhsa": (lambda: _replace(_replace(_ext(), 2, 0, _layer("strip", strip_width=3, mlp_ratio=3)), 2, 1, _layer("shared", mlp_ratio=4)), ["'shared' must follow an 'mhsa' layer", "'strip'"]),
-    "wrong-space": (lambda: _ext(space="vit_zoo"), ["unknown space 'vit_zoo'", "known spaces: psvit, psvit_ext"]),
+    "wrong-space": (lambda: _ext(space="vit_zoo"), ["unknown space 'vit_zoo'", "known spaces: nb201, psvit, psvit_ext"]),
 }
 
 

@@ -330,7 +330,7 @@ def test_a_report_that_fails_does_not_fail_the_search(tmp_path, monkeypatch, cap
     from nas.searching import results
 
     run = write_run(tmp_path / "run", hand_table())
-    monkeypatch.setattr(results, "trials_frame", lambda run_dir: hand_table().assign(params=10_000_000))
+    monkeypatch.setattr(results, "trials_frame", lambda run_dir, sampler="": hand_table().assign(params=10_000_000))
     monkeypatch.setattr(results.runs, "RESULTS_ROOT", tmp_path / "results")
     (tmp_path / "results").mkdir()
 

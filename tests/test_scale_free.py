@@ -244,5 +244,5 @@ def test_docs_hold_what_nas_spaces_prints():
     from nas.spaces import describe
 
     docs = (ROOT / "docs" / "search_spaces.md").read_text()
-    for name in ("psvit", "psvit_ext"):
+    for name in ("nb201", "psvit", "psvit_ext"):
         assert describe(name, 1000, 4.5e9) in docs, f"regenerate docs/search_spaces.md: the {name} section differs"

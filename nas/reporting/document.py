@@ -206,8 +206,9 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> Pa
         write_bytes_atomic(out / name, data)
     for stale in (name for name in REPORT_FILES if name not in report.files):
         (out / stale).unlink(missing_ok=True)
-    audit = runs.audit_section(run_dirs[0]) if len(run_dirs) == 1 and out.resolve() == Path(run_dirs[0]).resolve() else None
-    write_text_atomic(out / "report.md", report.markdown + (f"\n{audit}" if audit else ""))
+    own = len(run_dirs) == 1 and out.resolve() == Path(run_dirs[0]).resolve()
+    sections = [s for s in (runs.selection_section(run_dirs[0]), runs.audit_section(run_dirs[0])) if s] if own else []
+    write_text_atomic(out / "report.md", report.markdown + "".join(f"\n{s}" for s in sections))
     return out / "report.md"
 
 

@@ -22,6 +22,9 @@ CLUSTER_GPU_SHARE = 0.25
 
 def devices_line(settings: SearchSettings) -> str:
     """The search's first line: which devices its supernet training, trials and latency use."""
+    if settings.evaluator != "supernet":
+        latency = f"; latency from its column lat_{settings.device}" if settings.uses_latency else ""
+        return f"devices: none trained or measured: costs and scores from {settings.evaluator}; trials on cpu{latency}"
     train = "given (--supernet)" if settings.supernet else describe(resolve_device("auto"))
     if settings.address:
         trials = f"the cluster at {settings.address} ({_share(settings.gpus_per_trial)})"

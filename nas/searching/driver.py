@@ -7,7 +7,6 @@ it was told; `close_interrupted` settles the ones a kill left running.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from search_spaces import get_space
@@ -22,7 +21,7 @@ class Progress:
     """One line per finished trial (errored ones included): done/total, feasible count, best feasible
     accuracy, trials per minute; each result is also appended to the run's evaluation log."""
 
-    def __init__(self, total: int, done: int, feasible: int, best: float | None, run_dir: Path):
+    def __init__(self, total: int, done: int, feasible: int, best: float | None, run_dir: Path, latency_source: str = "predicted"):
         from ray.tune import Callback
 
         outer = self
@@ -36,19 +35,24 @@ class Progress:
 
         self.callback = _Callback()
         self.total, self.done, self.feasible, self.best, self.t0, self.start_done = total, done, feasible, best, time.time(), done
-        self.run_dir = run_dir
+        self.run_dir, self.latency_source = run_dir, latency_source
 
     def report(self, result: dict) -> None:
         runs.append_evaluation(self.run_dir, {k: result.get(k) for k in ("trial", "evaluated", "eval_time_s", "acc", "node")})
         if result.get("feasible"):
             self.feasible += 1
             self.best = max(self.best or 0.0, result["acc"])
-        self.line(result, f"acc {result['acc']:.3f}" if result.get("feasible") else "infeasible, not evaluated")
+        status = f"acc {result['acc']:.3f}" if result.get("feasible") else "infeasible, not evaluated"
+        self.line(result, status if not result.get("unknown") else "not in the evaluator's table: infeasible")
 
     def line(self, costs: dict, status: str) -> None:
         self.done += 1
         rate = (self.done - self.start_done) / max((time.time() - self.t0) / 60, 1e-9)
-        latency = f", {costs['latency_ms']:.1f} ms predicted" if costs.get("latency_ms") is not None else ""
+        if costs.get("unknown"):
+            print(f"trial {self.done}/{self.total}: {status} | feasible {self.feasible} | "
+                  f"best feasible acc {f'{self.best:.3f}' if self.best is not None else '-'} | {rate:.1f} trials/min", flush=True)
+            return
+        latency = f", {costs['latency_ms']:.1f} ms {self.latency_source}" if costs.get("latency_ms") is not None else ""
         best = f"{self.best:.3f}" if self.best is not None else "-"
         print(f"trial {self.done}/{self.total}: {costs['macs'] / 1e9:.2f}G MACs{latency}, {status} | feasible {self.feasible} | "
               f"best feasible acc {best} | {rate:.1f} trials/min", flush=True)
@@ -86,9 +90,51 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bundle, predictor=None, gpus_per_trial: float = 0.0) -> None:
+def feasible_references(settings: SearchSettings, evaluator, log=print) -> list[tuple[str, object]]:
+    """(name, Arch) of the space's reference members that the evaluator finds within the search's limits; the others
+    are named with the limit they break."""
+    from search_spaces import get_reference, reference_names
+
+    fits = []
+    for name in reference_names(settings.space):
+        arch = get_reference(settings.space, name)
+        costs = evaluator.costs(arch)
+        over = [(key, costs[key], limit) for key, limit in settings.limits().items() if costs[key] is None or costs[key] > limit]
+        if over:
+            key, value, limit = over[0]
+            log(f"reference {name} is not proposed: its {key} {value if value is None else f'{value:.4g}'} is over the limit {limit:.4g}")
+        else:
+            fits.append((name, arch))
+    return fits
+
+
+def enqueue_references(settings: SearchSettings, run_dir: Path, evaluator, log=print) -> int:
+    """Put the feasible reference members first in the run's Optuna study (enqueue_trial, user attribute
+    `reference`), so the sampler starts from the known designs and the search's best is never worse than them by
+    its own measure. A reference already evaluated, or waiting, is not enqueued again (a resumed run re-enqueues one
+    a kill interrupted). Returns how many were enqueued."""
+    import optuna
+    from optuna.trial import TrialState
+
+    directions = ["maximize" if OBJECTIVES[o][1] == "max" else "minimize" for o in settings.objectives]
+    study = optuna.create_study(study_name="search", storage=runs.journal(run_dir), directions=directions, load_if_exists=True)
+    space = get_space(settings.space)
+    done = {t.user_attrs.get("arch") for t in finished_trials(run_dir)}
+    waiting = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    count = 0
+    for name, arch in feasible_references(settings, evaluator, log):
+        if arch.to_json() in done or name in waiting:
+            continue
+        study.enqueue_trial(space.optuna_params(arch), user_attrs={"reference": name})
+        count += 1
+    if count:
+        log(f"the first {count} trials are the space's reference members within the limits")
+    return count
+
+
+def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_trial: float = 0.0) -> None:
     """Run the trials the run still lacks (settings.trials minus those finished), each on `gpus_per_trial` of a GPU
-    (what devices.plan_trial_devices decided when the settings leave it open)."""
+    (what devices.plan_trial_devices decided when the settings leave it open), scored by `evaluator`."""
     import optuna
     from optuna.trial import TrialState
     from ray import tune
@@ -103,11 +149,13 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
     remaining = settings.trials - len(finished)
     if remaining <= 0:
         return
+    if settings.references:
+        enqueue_references(settings, run_dir, evaluator)
     metrics = [OBJECTIVES[o] for o in settings.objectives]
     metric = [m for m, _ in metrics] if len(metrics) > 1 else metrics[0][0]
     mode = [m for _, m in metrics] if len(metrics) > 1 else metrics[0][1]
     sampler = trial_side.make_sampler(settings.sampler, settings.seed + len(finished))
-    searcher = OptunaSearch(space=trial_side.Proposer(settings, predictor), metric=metric, mode=mode, sampler=sampler,
+    searcher = OptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
                             study_name="search", storage=runs.journal(run_dir))
     ray = start_ray(settings.address, num_gpus=None)
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -116,10 +164,10 @@ def run_trials(settings: SearchSettings, run_dir: Path, supernet_state: dict, bu
         concurrency = min(concurrency, max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_trial)))
     feasible = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
     best = max((t.values[0] for t in feasible), default=None)
-    progress = Progress(settings.trials, len(finished), len(feasible), best, run_dir)
+    progress = Progress(settings.trials, len(finished), len(feasible), best, run_dir,
+                        "predicted" if evaluator.kind == "supernet" else "in the table")
     trainable = tune.with_resources(
-        tune.with_parameters(trial_side.evaluate_trial, supernet_state=supernet_state, bundle=bundle,
-                             settings={**asdict(settings), "gpus_per_trial": gpus_per_trial}),
+        tune.with_parameters(trial_side.evaluate_trial, evaluator=evaluator, payload=evaluator.payload()),
         {"cpu": settings.cpus_per_trial, "gpu": gpus_per_trial},
     )
     tuner = tune.Tuner(

@@ -16,11 +16,12 @@ from nas.reporting.pareto import pareto_mask
 from nas.reporting.document import write_report
 
 COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "is_pareto",
-           "eval_time_s", "duration_s", "node", "arch"]
+           "eval_time_s", "duration_s", "node", "proposed_by", "arch"]
 
 
-def trials_frame(run_dir: Path) -> pd.DataFrame:
-    """One row per finished trial of the run's Optuna journal."""
+def trials_frame(run_dir: Path, sampler: str = "") -> pd.DataFrame:
+    """One row per finished trial of the run's Optuna journal; `proposed_by` says whether the sampler proposed it
+    (sampler:<name>) or it is a reference member of the space enqueued first (reference:<name>)."""
     from optuna.trial import TrialState
 
     evaluations = runs.read_evaluations(run_dir)
@@ -34,8 +35,10 @@ def trials_frame(run_dir: Path) -> pd.DataFrame:
         rows.append({
             "trial": t.number, "status": "ok" if ok else "failed", "feasible": feasible,
             "acc": t.values[0] if ok and feasible else np.nan,
-            "macs": t.user_attrs["macs"], "params": t.user_attrs["params"],
+            "macs": np.nan if t.user_attrs["macs"] is None else t.user_attrs["macs"],
+            "params": np.nan if t.user_attrs["params"] is None else t.user_attrs["params"],
             "latency_ms": t.user_attrs.get("latency_ms") if t.user_attrs.get("latency_ms") is not None else np.nan,
+            "proposed_by": f"reference:{t.user_attrs['reference']}" if t.user_attrs.get("reference") else f"sampler:{sampler}",
             "latency_measured_ms": np.nan,
             "is_pareto": False, "duration_s": duration, "arch": t.user_attrs["arch"],
             "evaluated": bool(evaluations.get(t.number, {}).get("evaluated", False)),
@@ -81,10 +84,15 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
 
 def write_results(settings, run_dir: Path, seconds: float) -> dict:
     cost = settings.cost_column()
-    df = mark_pareto(trials_frame(run_dir), cost)
+    df = mark_pareto(trials_frame(run_dir, settings.sampler), cost)
     evaluated = df[(df["status"] == "ok") & df["feasible"]]
     best_row = evaluated.sort_values(["acc", "macs"], ascending=[False, True]).index[0] if len(evaluated) else None
-    if settings.uses_latency:
+    table = settings.evaluator != "supernet"
+    if settings.uses_latency and table:  # a table's latencies are measured ones
+        df["latency_measured_ms"] = df["latency_ms"]
+        if settings.latency_ms is not None:
+            df["latency_over_limit"] = df["latency_measured_ms"] > settings.latency_ms
+    elif settings.uses_latency:
         members = sorted(set(df.index[df["is_pareto"]]) | ({best_row} if best_row is not None else set()))
         print(f"measuring the latency of {len(members)} architectures (Pareto front and best) on {settings.device}", flush=True)
         df = measure_pareto_latency(df, settings, members)
@@ -100,7 +108,7 @@ def write_results(settings, run_dir: Path, seconds: float) -> dict:
         row = df.loc[best_row]
         best = {"space": settings.space, "arch": json.loads(row["arch"]), "accuracy": float(row["acc"]), "macs": int(row["macs"]),
                 "params": int(row["params"]), "trial": int(row["trial"]), "run": str(run_dir), "limits": settings.limits(),
-                "split": "validation (inherited supernet weights)"}
+                "split": f"the table's {settings.score} ({settings.evaluator})" if table else "validation (inherited supernet weights)"}
         if settings.uses_latency:
             best["latency_ms"] = {"predicted": float(row["latency_ms"]), "measured": float(row["latency_measured_ms"]),
                                   "device": settings.device, "batch_size": settings.latency_batch}

@@ -280,24 +280,39 @@ class TrainerBase:
 
     def run(self) -> dict:
         """Trains to cfg.epochs from the current epoch, saving the checkpoint and log after every epoch."""
-        cfg, self.t_run = self.cfg, time.time()
-        self._open_out()
-        set_rng_state(self.rng)
-        while self.epoch < cfg.epochs:
-            epoch, t0 = self.epoch, time.time()
-            self.model.train()
-            self._start_epoch(epoch)
-            stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
-            self.epoch = epoch + 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            scores = self._validate()
-            row = {"epoch": self.epoch, "train_loss": stats["train_loss"], "lr": lr, **scores,
-                   "images_per_s": stats["images_per_s"], "epoch_time_s": time.time() - t0}
-            self.history.append(row)
-            if not self.rank:
-                save_progress(self.state(), self.ckpt_path, self.history, self.checkpoint_kind)
-            self.log(f"epoch {self.epoch}/{cfg.epochs}: loss {row['train_loss']:.3f}, {row['images_per_s']:.0f} img/s, "
-                     f"{self._describe_validation(row)} ({row['epoch_time_s']:.1f}s)")
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self)
+        while self.epoch < self.cfg.epochs:
+            self.run_epoch()
+        self.begin()
         return self.finish()
+
+    def begin(self) -> None:
+        """Opens the run folder and starts the wall clock, once."""
+        if getattr(self, "t_run", None) is None:
+            self.t_run = time.time()
+            self._open_out()
+
+    def run_epoch(self) -> dict:
+        """One epoch: train, validate, save the checkpoint and log; returns the epoch's row. Its own random state is
+        put in place for the epoch and kept afterwards, so that trainers run epoch by epoch in turn (the selection
+        stage's seeds) draw what each would draw alone."""
+        cfg = self.cfg
+        self.begin()
+        set_rng_state(self.rng)
+        epoch, t0 = self.epoch, time.time()
+        self.model.train()
+        self._start_epoch(epoch)
+        stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
+        self.epoch = epoch + 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        scores = self._validate()
+        row = {"epoch": self.epoch, "train_loss": stats["train_loss"], "lr": lr, **scores,
+               "images_per_s": stats["images_per_s"], "epoch_time_s": time.time() - t0}
+        self.history.append(row)
+        self.rng = rng_state()
+        if not self.rank:
+            save_progress(self.state(), self.ckpt_path, self.history, self.checkpoint_kind)
+        self.log(f"epoch {self.epoch}/{cfg.epochs}: loss {row['train_loss']:.3f}, {row['images_per_s']:.0f} img/s, "
+                 f"{self._describe_validation(row)} ({row['epoch_time_s']:.1f}s)")
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self)
+        return row

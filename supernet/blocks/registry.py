@@ -72,6 +72,13 @@ def merge_module(op: str) -> type:
         raise ValueError(f"unknown merge operator {op!r}; with a module: {', '.join(MERGE_MODULES)}") from None
 
 
+def has_modules(space) -> bool:
+    """Whether every block type and merge operator of a space has a module, i.e. whether it can have a supernet (a
+    space searched against a table, such as nb201, has none)."""
+    return all(b in BLOCK_MODULES for rule in space.stages for b in rule.blocks) and all(
+        op in MERGE_MODULES for ops in space.merges for op in ops)
+
+
 def widest_layer(block: str, rule) -> Layer:
     """The layer of type `block` whose weights hold every choice of the stage rule `rule`: the largest
     value of each elastic field, the first value of any other field."""

@@ -1,0 +1,283 @@
+"""The selection stage: the search's best architectures and the space's references, trained alone, chosen on validation.
+
+Inherited accuracy ranks the search's best few no better than noise (the audit's tau), so the K best distinct
+feasible architectures by inherited accuracy and the feasible reference members are each trained alone with the
+run's recipe (`quick`, the run's data, split and proxy scale), every candidate with `select_seeds` seeds in
+lockstep, and Ray Tune's ASHA scheduler allocates the epochs: every candidate is trained to the first rung, the
+better half of them on to the next, and so on to `select_epochs`. The winner is the most accurate candidate on
+validation (mean over its seeds) among those that reached the last rung; it is compared with the best reference,
+seed by seed at the epochs both reached (mean difference and its 90% t-interval), and if that comparison says the
+winner is worse, the reference is selected instead. The test split is never looked at.
+
+Written to <run>/select/: one folder per candidate (a checkpoint per seed, history.json with every epoch's
+validation accuracy per seed), Ray Tune's experiment (tune/); then <run>/selection.csv, <run>/selected.json (a
+best.json that `nas.retrain` reads) and section.md, which report.md shows. A killed selection resumes where it
+was (`nas.search --resume RUN --select K`): Tune restores its scheduler, each candidate its checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from search_spaces import Arch, get_reference, get_space, reference_names
+from search_spaces.atomic import write_text_atomic
+
+from nas import runs
+from nas.errors import RunFailed, UserError
+from nas.measure.costs import arch_costs
+
+SELECT = "select"  # the stage's folder in a run
+HISTORY = "history.json"
+GRACE_FRACTION, REDUCTION = 4, 2  # the first rung at select_epochs / 4, then halving
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # folder name: trial-<n> or reference-<name>
+    arch: Arch
+    kind: str  # searched or reference
+    trial: int | None
+    inherited_acc: float | None
+    reference: str | None = None
+
+
+def candidates(run_dir: Path, settings, k: int) -> list[Candidate]:
+    """The K most accurate distinct feasible architectures of the run by inherited accuracy, and every reference of
+    the space within the run's limits (its trial's inherited accuracy when the search evaluated it)."""
+    table = pd.read_csv(run_dir / "trials.csv")
+    ok = table[(table["status"] == "ok") & table["feasible"].astype(bool) & table["acc"].notna()]
+    ok = ok.sort_values(["acc", "trial"], ascending=[False, True], kind="stable").drop_duplicates("arch")
+    refs = {}
+    space = get_space(settings.space)
+    for name in reference_names(settings.space):
+        arch = get_reference(settings.space, name)
+        costs = arch_costs(arch, space.target)
+        if all(getattr(costs, key) <= limit for key, limit in settings.limits().items() if key in ("macs", "params")):
+            refs[arch.to_json()] = name
+    if settings.latency_ms is not None and "proposed_by" in table:
+        # the latency of a reference is known where the search proposed it (within the limit, or it would not have been)
+        proposed = set(table.loc[table["proposed_by"].astype(str).str.startswith("reference:"), "arch"])
+        refs = {a: n for a, n in refs.items() if a in proposed}
+    out, seen = [], set()
+    for _, row in ok.head(k).iterrows():
+        name = refs.get(row["arch"])
+        out.append(Candidate(f"reference-{name}" if name else f"trial-{int(row['trial'])}", Arch.from_json(row["arch"]),
+                             "reference" if name else "searched", int(row["trial"]), float(row["acc"]), name))
+        seen.add(row["arch"])
+    by_arch = {row["arch"]: row for _, row in ok.iterrows()}
+    for arch, name in refs.items():
+        if arch in seen:
+            continue
+        row = by_arch.get(arch)
+        out.append(Candidate(f"reference-{name}", Arch.from_json(arch), "reference", None if row is None else int(row["trial"]),
+                             None if row is None else float(row["acc"]), name))
+    return out
+
+
+def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path):
+    """One RetrainConfig per seed of a candidate: the run's recipe (quick), data, split and proxy scale."""
+    from nas.training.recipes import RetrainConfig, resolve_recipe
+    from nas.training.retrainer import CHECKPOINT
+
+    knobs = resolve_recipe("quick", {"epochs": settings.select_epochs})
+    split_seed, val_fraction = runs.data_split(config)
+    cfgs = []
+    for seed in range(settings.select_seeds):
+        out = folder / candidate.label / f"seed{seed}"
+        cfgs.append(RetrainConfig(space=settings.space, arch=candidate.arch.to_dict(), data=settings.data, seed=seed, split_seed=split_seed,
+                                  val_fraction=val_fraction, custom_scale=config.get("proxy_scale"), recipe="quick", **knobs,
+                                  calib_batches=settings.calib_batches, out=str(out), resume=(out / CHECKPOINT).exists(),
+                                  device="auto", threads=1, latency=False, space_file=settings.space_file,
+                                  source={"run": str(settings.run_dir), "trial": candidate.trial, "inherited_acc": candidate.inherited_acc,
+                                          "selection": candidate.label}))
+    return cfgs
+
+
+def train_candidate(config: dict, candidates_by_label: dict, settings, run_config: dict, bundle) -> None:
+    """Ray Tune trainable: one candidate's seeds trained an epoch at a time, each epoch's mean validation accuracy
+    reported to ASHA (which may stop it at a rung). Its trainers resume from their own checkpoints."""
+    from ray import tune
+
+    from nas.training.retrainer import Retrainer
+
+    candidate = candidates_by_label[config["candidate"]]
+    folder = Path(settings.run_dir) / SELECT
+    trainers = [Retrainer(cfg, bundle=bundle, log=lambda *_: None) for cfg in candidate_configs(candidate, settings, run_config, folder)]
+    history_path = folder / candidate.label / HISTORY
+    while min(t.epoch for t in trainers) < settings.select_epochs:
+        epoch = min(t.epoch for t in trainers)
+        for t in trainers:
+            if t.epoch == epoch:
+                t.run_epoch()
+        accs = [float(t.history[epoch]["val_acc"]) for t in trainers]
+        history = [[float(t.history[e]["val_acc"]) for t in trainers] for e in range(epoch + 1)]
+        write_text_atomic(history_path, json.dumps({"label": candidate.label, "val_acc": history}) + "\n")
+        tune.report({"epoch": epoch + 1, "val_acc": sum(accs) / len(accs), "seed_val_acc": accs, "candidate": candidate.label})
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_selection(settings, run_dir: Path, log=_say) -> dict:
+    """Train the candidates under ASHA (or resume that), then choose, compare and write the results."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from nas.cluster import start_ray
+    from nas.data import load_data
+
+    config = runs.read_config(run_dir, flag="--select")
+    cands = candidates(run_dir, settings, settings.select)
+    if not cands:
+        raise UserError(f"--select: run {run_dir} has no evaluated feasible architecture to train")
+    split_seed, val_fraction = runs.data_split(config)
+    scale = config.get("proxy_scale") or {}
+    bundle = load_data(settings.data, img_size=scale.get("img_size"), seed=split_seed, val_fraction=val_fraction)
+    folder = run_dir / SELECT
+    folder.mkdir(parents=True, exist_ok=True)
+    grace = max(1, settings.select_epochs // GRACE_FRACTION)
+    log(f"selection: {len(cands)} candidates ({sum(c.kind == 'reference' for c in cands)} references), {settings.select_seeds} seeds each, "
+        f"ASHA rungs from {grace} to {settings.select_epochs} epochs (x{REDUCTION}); folder {folder}")
+    ray = start_ray(settings.address)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_candidate, candidates_by_label={c.label: c for c in cands}, settings=settings, run_config=config,
+                             bundle=bundle),
+        {"cpu": 1})
+    storage, name = str((folder / "tune").resolve()), "asha"
+    if tune.Tuner.can_restore(str(Path(storage) / name)):
+        tuner = tune.Tuner.restore(str(Path(storage) / name), trainable, resume_unfinished=True, resume_errored=True)
+        log(f"selection: resuming {folder}")
+    else:
+        scheduler = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=settings.select_epochs, grace_period=grace,
+                                  reduction_factor=REDUCTION)
+        tuner = tune.Tuner(
+            trainable, param_space={"candidate": tune.grid_search([c.label for c in cands])},
+            tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=False,
+                                        max_concurrent_trials=max(1, int(ray.cluster_resources().get("CPU", 1)))),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress_callback(len(cands), settings)],
+                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+    tuner.fit()
+    return summarize(cands, settings, run_dir)
+
+
+def progress_callback(total: int, settings):
+    """A line per candidate and epoch (its seeds' validation accuracy) and per finished candidate."""
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def __init__(self):
+            self.t0 = time.time()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            seeds = ", ".join(f"{a:.3f}" for a in result["seed_val_acc"])
+            print(f"selection: {result['candidate']} epoch {result['epoch']}/{settings.select_epochs}: val acc {result['val_acc']:.4f} "
+                  f"(seeds {seeds}) | {(time.time() - self.t0) / 60:.1f} min", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            print(f"selection: {trial.config['candidate']} done ({done}/{total} candidates)", flush=True)
+
+    return Progress()
+
+
+def _histories(cands: list[Candidate], folder: Path) -> dict[str, list[list[float]]]:
+    out = {}
+    for c in cands:
+        path = folder / c.label / HISTORY
+        out[c.label] = json.loads(path.read_text())["val_acc"] if path.is_file() else []
+    return out
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Mean of a - b over paired seeds, with its 90% t-interval (n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    diffs = [x - y for x, y in zip(a, b)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else float("nan")
+    half = stats.t.ppf(0.95, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": mean, "ci90": [mean - half, mean + half], "seeds": n, "differences": diffs}
+
+
+def verdict(comparison: dict) -> str:
+    low, high = comparison["ci90"]
+    return "beat" if low > 0 else "lost" if high < 0 else "tied"
+
+
+def summarize(cands: list[Candidate], settings, run_dir: Path) -> dict:
+    """selection.csv, selected.json and section.md from the candidates' histories."""
+    folder = run_dir / SELECT
+    histories = _histories(cands, folder)
+    space = get_space(settings.space)
+    rows = []
+    for c in cands:
+        h = histories[c.label]
+        costs = arch_costs(c.arch, space.target)
+        rows.append({"label": c.label, "kind": c.kind, "reference": c.reference, "trial": c.trial, "inherited_acc": c.inherited_acc,
+                     "epochs": len(h), "val_acc": sum(h[-1]) / len(h[-1]) if h else float("nan"),
+                     "seed_val_acc": json.dumps(h[-1] if h else []), "target_macs": costs.macs, "params": costs.params,
+                     "arch": c.arch.to_json()})
+    table = pd.DataFrame(rows).sort_values(["epochs", "val_acc", "inherited_acc"], ascending=False, kind="stable", na_position="last")
+    if table["epochs"].max() == 0:
+        raise RunFailed(f"the selection trained no candidate (see {folder}/tune)")
+    winner = table.iloc[0]
+    references = table[table["kind"] == "reference"]
+    comparison, chosen = None, winner
+    if len(references):
+        best_ref = references.iloc[0]
+        epochs = int(min(winner["epochs"], best_ref["epochs"]))
+        if best_ref["label"] != winner["label"] and epochs > 0:
+            comparison = paired(histories[winner["label"]][epochs - 1], histories[best_ref["label"]][epochs - 1])
+            comparison.update(reference=best_ref["reference"], epochs=epochs, verdict=verdict(comparison))
+            if comparison["verdict"] == "lost":  # never hand over an architecture the best reference beats on validation
+                chosen = best_ref
+        elif best_ref["label"] == winner["label"]:
+            comparison = {"reference": best_ref["reference"], "verdict": "reference", "epochs": int(winner["epochs"])}
+    write_text_atomic(run_dir / "selection.csv", table.to_csv(index=False))
+    selected = {"space": settings.space, "arch": json.loads(chosen["arch"]), "accuracy": float(chosen["val_acc"]),
+                "macs": int(chosen["target_macs"]), "params": int(chosen["params"]),
+                "trial": None if pd.isna(chosen["trial"]) else int(chosen["trial"]), "run": str(run_dir),
+                "inherited_acc": None if pd.isna(chosen["inherited_acc"]) else float(chosen["inherited_acc"]),
+                "reference": None if pd.isna(chosen["reference"]) else chosen["reference"], "label": chosen["label"],
+                "split": f"validation (trained alone {int(chosen['epochs'])} epochs, mean of {settings.select_seeds} seeds; "
+                         f"the best of {len(table)} candidates)", "comparison": comparison}
+    write_text_atomic(run_dir / "selected.json", json.dumps(selected, indent=2) + "\n")
+    write_text_atomic(folder / "section.md", section(table, selected, comparison, settings))
+    return {"table": table, "selected": selected, "comparison": comparison}
+
+
+def sentence(selected: dict, comparison: dict | None) -> str:
+    """The report's one line: did the search beat the best reference, tie, or lose."""
+    if comparison is None:
+        return "No reference member of the space fits the limits: the selection had nothing to compare with."
+    ref = comparison["reference"]
+    if comparison["verdict"] == "reference":
+        return f"The search lost to the best reference: {ref} is the most accurate candidate on validation, and it is selected."
+    d, (low, high) = comparison["mean"] * 100, (x * 100 for x in comparison["ci90"])
+    figures = f"{d:+.2f} points [{low:+.2f}, {high:+.2f}] over {comparison['seeds']} seeds at {comparison['epochs']} epochs"
+    if comparison["verdict"] == "beat":
+        return f"The search beat the best reference, {ref}, on validation: {figures}."
+    if comparison["verdict"] == "lost":
+        return f"The search lost to the best reference, {ref}, on validation ({figures}); {ref} is selected."
+    return f"The search tied with the best reference, {ref}, on validation: {figures}."
+
+
+def section(table: pd.DataFrame, selected: dict, comparison: dict | None, settings) -> str:
+    shown = table[["label", "kind", "inherited_acc", "epochs", "val_acc", "target_macs"]].copy()
+    shown["target_macs"] = (shown["target_macs"] / 1e9).round(2)
+    lines = ["## Selection", "", sentence(selected, comparison), "",
+             f"`--select {settings.select}`: {len(table)} candidates trained alone (quick recipe, {settings.select_seeds} seeds in lockstep, "
+             f"epochs allocated by ASHA up to {settings.select_epochs}), scored on the validation split; selected: "
+             f"{selected['label']} (`selected.json`).", "",
+             "| candidate | kind | inherited acc | epochs | val acc (mean of seeds) | target GMACs |", "|---|---|---|---|---|---|"]
+    for _, r in shown.iterrows():
+        inherited = "" if pd.isna(r["inherited_acc"]) else f"{r['inherited_acc']:.3f}"
+        lines.append(f"| {r['label']} | {r['kind']} | {inherited} | {int(r['epochs'])} | {r['val_acc']:.4f} | {r['target_macs']:.2f} |")
+    return "\n".join(lines) + "\n"
