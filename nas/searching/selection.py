@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from search_spaces import Arch, get_reference, get_space, reference_names
 from search_spaces.atomic import write_text_atomic
@@ -92,7 +93,8 @@ def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path
         cfgs.append(RetrainConfig(space=settings.space, arch=candidate.arch.to_dict(), data=settings.data, seed=seed, split_seed=split_seed,
                                   val_fraction=val_fraction, custom_scale=config.get("proxy_scale"), recipe="quick", **knobs,
                                   calib_batches=settings.calib_batches, out=str(out), resume=(out / CHECKPOINT).exists(),
-                                  device="auto", threads=1, latency=False, space_file=settings.space_file,
+                                  device="auto", threads=1 if not torch.cuda.is_available() else 0, latency=False,
+                                  space_file=settings.space_file,
                                   source={"run": str(settings.run_dir), "trial": candidate.trial, "inherited_acc": candidate.inherited_acc,
                                           "selection": candidate.label}))
     return cfgs
@@ -145,10 +147,12 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
     log(f"selection: {len(cands)} candidates ({sum(c.kind == 'reference' for c in cands)} references), {settings.select_seeds} seeds each, "
         f"ASHA rungs from {grace} to {settings.select_epochs} epochs (x{REDUCTION}); folder {folder}")
     ray = start_ray(settings.address)
+    resources = ray.cluster_resources()
+    gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0  # a candidate's seeds train on one GPU where there are GPUs
     trainable = tune.with_resources(
         tune.with_parameters(train_candidate, candidates_by_label={c.label: c for c in cands}, settings=settings, run_config=config,
                              bundle=bundle),
-        {"cpu": 1})
+        {"cpu": 1, "gpu": gpus})
     storage, name = str((folder / "tune").resolve()), "asha"
     if tune.Tuner.can_restore(str(Path(storage) / name)):
         tuner = tune.Tuner.restore(str(Path(storage) / name), trainable, resume_unfinished=True, resume_errored=True)
@@ -159,7 +163,7 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
         tuner = tune.Tuner(
             trainable, param_space={"candidate": tune.grid_search([c.label for c in cands])},
             tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=False,
-                                        max_concurrent_trials=max(1, int(ray.cluster_resources().get("CPU", 1)))),
+                                        max_concurrent_trials=max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress_callback(len(cands), settings)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
     tuner.fit()
