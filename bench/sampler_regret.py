@@ -1,7 +1,7 @@
 """The search layer against a known optimum: every sampler through the real driver on NAS-Bench-201's table.
 
     python bench/sampler_regret.py --table ../shared/data/nb201/nb201_cifar10.csv [--seeds 10] [--trials 300]
-        [--samplers tpe,nsga2,gp,qmc,random] [--flops 100M] [--latency 20ms --device raspi4] [--out results/bench/regret]
+        [--samplers tpe,nsga2,gp,qmc,random] [--flops 50M] [--latency 20ms --device raspi4] [--out results/bench/regret]
 
 For each limit (a FLOP limit, then a latency limit on one of the table's devices), each sampler and each seed,
 `python -m nas.search --space nb201 --evaluator table:TABLE` runs `--trials` trials (Ray Tune, the Optuna sampler,
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     p.add_argument("--trials", type=int, default=300)
     p.add_argument("--checkpoints", default="100", help="earlier trial counts reported besides --trials")
     p.add_argument("--samplers", default="tpe,nsga2,gp,qmc,random")
-    p.add_argument("--flops", default="100M")
+    p.add_argument("--flops", default="50M")
     p.add_argument("--latency", default="20ms")
     p.add_argument("--device", default="raspi4")
     p.add_argument("--out", default="results/bench/regret")
