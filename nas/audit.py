@@ -16,6 +16,7 @@ the run's report.md. A killed audit keeps its finished trainings; run it again t
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -119,7 +120,27 @@ def summarize(rows: pd.DataFrame, trainings: pd.DataFrame, args) -> dict:
     spread["tau_ceiling"] = tau_ceiling(spread["noise_ratio"])
     spread["seeds_for_target"] = seeds_for_ceiling(spread["seed_std"], spread["between_arch_std"], args.seeds, args.target_tau)
     return {"n": int(len(rows)), "kendall_tau": tau, "spearman_rho": rho, "macs_kendall_tau": macs, "spread": spread,
-            "beats_macs": bool(tau["ci90"][0] > macs["value"])}
+            "beats_macs": bool(tau["ci90"][0] > macs["value"]), "unranked": unranked_sentence(rows)}
+
+
+def unranked_sentence(rows: pd.DataFrame) -> str | None:
+    """Why no rank correlation can be measured (a side with one value for every architecture), or None."""
+    for column, what in (("standalone_acc", "standalone accuracy (the ground truth)"), ("inherited_acc", "inherited accuracy")):
+        if rows[column].nunique() < 2:
+            return (f"Every architecture has the same {what}, {rows[column].iloc[0]:.4f}, so the rank correlations are undefined: "
+                    "train longer (--epochs), on harder data, or audit more distinct architectures.")
+    return None
+
+
+def json_safe(value):
+    """`value` with every non-finite float as None: audit.json stays strict JSON (no NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def seeds_sentence(spread: dict, args) -> str:
@@ -148,6 +169,7 @@ def section(run: Path, result: dict, args) -> str:
         f"| Kendall tau, inherited vs standalone | {fmt(tau)} |",
         f"| Spearman rho, inherited vs standalone | {fmt(rho)} |",
         f"| Kendall tau, MACs vs standalone (the baseline; MACs at the scale the ground truth trains at) | {fmt(macs)} |", "",
+        result["unranked"] or
         f"The supernet {'ranks better than MAC counting: the lower end of its tau interval is above' if result['beats_macs'] else 'does not beat MAC counting with confidence: the lower end of its tau interval is not above'} "
         f"the MAC baseline's tau.", "",
         f"Ground truth: seed-to-seed standard deviation {s['seed_std']:.4f} ({s['archs_with_seeds']} architectures, "
@@ -219,7 +241,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else run / runs.AUDIT
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "audit.csv", rows.to_csv(index=False))
-    write_text_atomic(out / "audit.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(out / "audit.json", json.dumps(json_safe(result), indent=2, default=str, allow_nan=False) + "\n")
     write_bytes_atomic(out / "audit.png", png_bytes(audit_figure(rows, result["kendall_tau"]["value"], result["macs_kendall_tau"]["value"])))
     write_text_atomic(out / "section.md", section(run, result, args))
     if out.resolve() == (run / runs.AUDIT).resolve():
@@ -233,6 +255,8 @@ def main(argv=None) -> int:
     print(f"n={result['n']} kendall_tau={tau['value']:.3f} [{tau['ci90'][0]:.3f}, {tau['ci90'][1]:.3f}] "
           f"spearman_rho={result['spearman_rho']['value']:.3f} macs_tau={macs['value']:.3f} [{macs['ci90'][0]:.3f}, {macs['ci90'][1]:.3f}]",
           flush=True)
+    if result["unranked"]:
+        print(result["unranked"], flush=True)
     return 0
 
 

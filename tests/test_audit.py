@@ -14,6 +14,7 @@ from scipy import stats
 from nas.reporting.ranking import correlation, seed_spread, seeds_for_ceiling, tau_ceiling
 
 SPACE_FILE = str(ROOT / "tests" / "tiny_space.py")
+SIGNAL = 12
 
 
 def test_correlation_and_spread_by_hand():
@@ -53,6 +54,22 @@ def test_seeds_for_ceiling_is_the_fewest_seeds_that_reach_the_target():
     assert seeds_for_ceiling(float("nan"), 0.01, 1, 0.75) is None
 
 
+def test_a_ground_truth_with_one_value_is_reported_unranked_and_written_as_strict_json():
+    from argparse import Namespace
+
+    from nas.audit import json_safe, summarize
+
+    rows = pd.DataFrame({"arch_id": list("abcd"), "inherited_acc": [0.2, 0.4, 0.3, 0.5], "standalone_acc": [1.0] * 4,
+                         "proxy_macs": [1, 2, 3, 4]})
+    trainings = rows.rename(columns={})[["arch_id", "standalone_acc"]].assign(seed=0)
+    args = Namespace(bootstrap=50, seed=0, seeds=1, target_tau=0.75)
+    result = summarize(rows, trainings, args)
+    assert result["unranked"].startswith("Every architecture has the same standalone accuracy (the ground truth), 1.0000")
+    text = json.dumps(json_safe(result), allow_nan=False)
+    assert json.loads(text)["kendall_tau"]["value"] is None and not result["beats_macs"]
+    assert summarize(rows.assign(standalone_acc=[0.1, 0.3, 0.2, 0.4]), trainings, args)["unranked"] is None
+
+
 def test_bad_input(tmp_path):
     assert_user_error(run_main("nas.audit", str(tmp_path)), "not a search run (no config.json)")
     assert_user_error(run_main("nas.audit", str(tmp_path), "--archs", "1"), "--archs must be at least 3")
@@ -68,7 +85,8 @@ def test_bad_input(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     t = tmp_path_factory.mktemp("audit")
-    data = toy_npz(t / "toy.npz", n_train=120, n_test=30)
+    # a faint signal: with BatchNorm recalibrated, 1 epoch on the default toy set scores 1.0 for every architecture
+    data = toy_npz(t / "toy.npz", n_train=160, n_test=30, signal=SIGNAL)
     run = t / "run"
     proc = run_module("nas.search", "--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", "10G", "--trials", "12", "--epochs", "1",
                       "--data", data, "--out", str(run), cwd=t)
@@ -91,10 +109,16 @@ def test_audit_writes_its_table_plot_and_section_and_resumes_after_a_kill(finish
     assert len(rows) == 4 and rows["arch_id"].is_unique and rows["is_pareto"].any()
     assert sorted(rows["seeds"]) == [1, 1, 2, 2] and rows["inherited_acc"].between(0, 1).all()
     result = json.loads((run / "audit" / "audit.json").read_text())
+    assert rows["standalone_acc"].nunique() > 1, rows["standalone_acc"]  # a ground truth that ranks (see SIGNAL)
     assert result["n"] == 4 and -1 <= result["kendall_tau"]["value"] <= 1 and result["spread"]["runs_with_seeds"] == 4
     spread = result["spread"]
     assert spread["seeds_for_target"] == seeds_for_ceiling(spread["seed_std"], spread["between_arch_std"], 1, 0.75)
-    assert "A ceiling of 0.75" in (run / "audit" / "section.md").read_text() and "A ceiling of 0.75" in proc.stdout
+    from argparse import Namespace
+
+    from nas.audit import seeds_sentence
+
+    sentence = seeds_sentence(spread, Namespace(target_tau=0.75, seeds=1))
+    assert "ceiling of 0.75" in sentence and sentence in (run / "audit" / "section.md").read_text() and sentence in proc.stdout
     assert (run / "audit" / "audit.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
     assert "## Ranking audit" in report and "audit/audit.png" in report and report.count("## Ranking audit") == 1
