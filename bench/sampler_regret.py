@@ -1,7 +1,8 @@
 """The search layer against a known optimum: every sampler through the real driver on NAS-Bench-201's table.
 
     python bench/sampler_regret.py --table ../shared/data/nb201/nb201_cifar10.csv [--seeds 10] [--trials 300]
-        [--samplers tpe,nsga2,gp,qmc,random] [--flops 50M] [--latency 20ms --device raspi4] [--out results/bench/regret]
+        [--samplers tpe,nsga2,gp,qmc,random] [--flops 50M] [--latency 20ms --device raspi4] [--limits flops,latency]
+        [--out results/bench/regret]
 
 For each limit (a FLOP limit, then a latency limit on one of the table's devices), each sampler and each seed,
 `python -m nas.search --space nb201 --evaluator table:TABLE` runs `--trials` trials (Ray Tune, the Optuna sampler,
@@ -84,6 +85,7 @@ def main(argv=None) -> None:
     p.add_argument("--flops", default="50M")
     p.add_argument("--latency", default="20ms")
     p.add_argument("--device", default="raspi4")
+    p.add_argument("--limits", default="flops,latency", help="which limits to search under (flops, latency or both)")
     p.add_argument("--out", default="results/bench/regret")
     args = p.parse_args(argv)
     args.table = str(Path(args.table).resolve())
@@ -96,6 +98,7 @@ def main(argv=None) -> None:
     flops, latency = parse_count(args.flops, "--flops", "100M"), parse_latency_ms(args.latency)
     limits = [("flops", "macs", flops, ["--flops", args.flops]),
               ("latency", "latency_ms", latency, ["--latency", args.latency, "--device", args.device, "--objectives", "acc,latency"])]
+    limits = [limit for limit in limits if limit[0] in args.limits.split(",")]
     assert get_space("nb201").cardinality() == len(table), "the table must hold every cell"
     rows = []
     for name, cost, limit, limit_args in limits:

@@ -6,7 +6,7 @@ from nas.measure.costs import arch_costs, count_macs
 from search_spaces import get_reference, reference_names
 from supernet import ArchNet
 
-N_ARCHS = 50
+N_ARCHS = 20
 
 
 def _counted(model, img_size):
