@@ -34,7 +34,7 @@ class TrainConfig:
     space: str = "psvit_ext"
     data: str = "digits"
     scale: str = "proxy"
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
