@@ -110,6 +110,24 @@ def test_bad_input(tmp_path, args, fragments):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "qmc", "random"])
+def test_every_sampler_survives_ray_tunes_pickling_and_goes_on_proposing(name):
+    """Ray Tune pickles the searcher, sampler included, into its experiment state (Optuna 5.1's NSGA-II holds a lock)."""
+    import optuna
+    from ray import cloudpickle
+
+    from nas.searching.trial import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=make_sampler(name, 0), directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_int("a", 0, 9), t.suggest_categorical("b", ["x", "y"]) == "x"), n_trials=20)
+    copy = cloudpickle.loads(cloudpickle.dumps(study.sampler))
+    assert type(copy) is type(study.sampler)
+    study.sampler = copy
+    study.optimize(lambda t: (t.suggest_int("a", 0, 9), t.suggest_categorical("b", ["x", "y"]) == "x"), n_trials=3)
+    assert len(study.trials) == 23 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_user_error(run_main("nas.search", "--resume", str(tmp_path / "empty"), cwd=tmp_path), "not a search run (no config.json)")
