@@ -128,6 +128,22 @@ def test_every_sampler_survives_ray_tunes_pickling_and_goes_on_proposing(name):
     assert len(study.trials) == 23 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "qmc", "random"])
+def test_another_seed_proposes_other_architectures(name):
+    import optuna
+
+    from nas.searching.trial import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def proposals(seed):
+        study = optuna.create_study(sampler=make_sampler(name, seed), directions=["maximize", "minimize"])
+        study.optimize(lambda t: (t.suggest_int("a", 0, 99), t.suggest_int("b", 0, 99)), n_trials=5)
+        return [(t.params["a"], t.params["b"]) for t in study.trials[1:]]  # the first is random for every sampler (no space known yet)
+
+    assert proposals(0) == proposals(0) and proposals(0) != proposals(1)
+
+
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_user_error(run_main("nas.search", "--resume", str(tmp_path / "empty"), cwd=tmp_path), "not a search run (no config.json)")

@@ -53,7 +53,7 @@ def make_sampler(name: str, seed: int):
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)  # unscrambled, every seed is one sequence
     return optuna.samplers.RandomSampler(seed=seed)
 
 
