@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from nas.augmentation import check_auto_augment, rand_augment_tensor, train_transform
+from nas.data_checks import check_arrays, check_images, check_split_sizes
 from nas.errors import UserError
 
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-MAX_CLASSES = 100_000  # a label is a class index; ImageNet-21k has 21,841 classes
 
 
 @dataclass
@@ -134,32 +134,13 @@ def _npz(path: str, img_size: int | None, seed: int, val_fraction: float, batch_
         raise UserError(f"--data npz:{path}: cannot read its arrays ({str(e).splitlines()[0][:100]}); "
                         "they must be plain uint8 images and integer labels") from None
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        _check_arrays(f"--data npz:{path}", x, y, split)
+        check_arrays(f"--data npz:{path}", x, y, split)
     if len(x_train) < 2:
         raise UserError(f"--data npz:{path}: x_train has {len(x_train)} image(s); at least 2 are needed to split off a validation set")
     if len(np.unique(y_train)) < 2:
         raise UserError(f"--data npz:{path}: y_train holds one class ({int(y_train[0])}); a classifier needs at least 2 classes")
     size = img_size or int(x_train.shape[1])
     return _array_bundle(p.stem, x_train, y_train, x_test, y_test, size, seed, val_fraction, flip=True, batch_size=batch_size)
-
-
-def _check_arrays(where: str, x: np.ndarray, y: np.ndarray, split: str) -> None:
-    """Images (N, H, W[, C]) uint8 with C 1 or 3, N > 0, and as many integer labels >= 0."""
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
-        raise UserError(f"{where}: x_{split} must be uint8 images (N, H, W) or (N, H, W, C) with C 1 or 3; got {x.dtype} {x.shape}")
-    if len(x) == 0:
-        raise UserError(f"{where}: x_{split} holds no images; each split needs at least one")
-    if min(x.shape[1:3]) < 1:
-        raise UserError(f"{where}: x_{split} images are {x.shape[1]}x{x.shape[2]} pixels; they must be at least 1x1")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise UserError(f"{where}: y_{split} must be a 1-D array of integer class labels; got {y.dtype} {y.shape}")
-    if len(x) != len(y):
-        raise UserError(f"{where}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
-    if y.min() < 0:
-        raise UserError(f"{where}: y_{split} holds the label {int(y.min())}; labels must be class indices 0, 1, 2, ...")
-    if y.max() >= MAX_CLASSES:
-        raise UserError(f"{where}: y_{split} holds the label {int(y.max())}; labels must be class indices 0 to {MAX_CLASSES - 1} "
-                        f"(at most {MAX_CLASSES:,} classes)")
 
 
 def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None,
@@ -200,21 +181,6 @@ def _folder(path: str, img_size: int | None, seed: int, val_fraction: float, aut
                       train_eval=torch.utils.data.Subset(eval_all, tr.tolist()))
 
 
-def check_images(where: str, files: list[str]) -> None:
-    """Every image file opens as an image (its header read, not its pixels: about 0.1 ms a file); the first that
-    does not is named. A progress bar for large folders."""
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
-
-    for f in tqdm(files, desc="checking images", unit="img", disable=len(files) < 20_000, mininterval=2.0, leave=False):
-        try:
-            with Image.open(f) as image:
-                image.size  # noqa: B018 (the header is parsed)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            reason = "not an image PIL can read" if isinstance(e, UnidentifiedImageError) else (str(e).splitlines() or [type(e).__name__])[0][:80]
-            raise UserError(f"{where}: {f} cannot be read ({reason}); remove or replace it") from None
-
-
 def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto_augment: str | None = None,
            batch_size: int | None = None) -> DataBundle:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_transform
@@ -235,16 +201,6 @@ def _named(name: str, img_size: int | None, seed: int, val_fraction: float, auto
     num_classes = len(classes) if classes else int(max(int(train_all[i][1]) for i in range(min(len(train_all), 5000)))) + 1
     return DataBundle(name, torch.utils.data.Subset(train_all, tr.tolist()), torch.utils.data.Subset(eval_all, va.tolist()), test,
                       num_classes, size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, train_eval=torch.utils.data.Subset(eval_all, tr.tolist()))
-
-
-def check_split_sizes(n: int, val_fraction: float, batch_size: int | None, where: str) -> None:
-    """The seeded split of n training images must leave a whole training batch and at least one validation image."""
-    held = max(1, int(round(n * val_fraction)))
-    need = batch_size or 2
-    if n - held < need:
-        what = f"a training batch of {batch_size}" if batch_size else "2"
-        raise UserError(f"--val-fraction {val_fraction:g}: {where} has {n} training images and holds out {held}, which leaves "
-                        f"{n - held}, fewer than {what}; lower --val-fraction (the rest must hold at least {need} images)")
 
 
 def load_data(spec: str | None = None, img_size: int | None = None, seed: int = 0, val_fraction: float = 0.1,

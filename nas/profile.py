@@ -12,6 +12,7 @@ import difflib
 import sys
 
 from search_spaces import get_space, load_arch
+from supernet.blocks.registry import has_modules
 
 from nas.cli import Parser, run_cli
 from nas.errors import UserError
@@ -44,6 +45,9 @@ def load_model(spec: str, img_size: int | None, scale: str):
     arch = load_arch(spec)
     space = get_space(arch.space)
     space.validate(arch)
+    if not has_modules(space):
+        raise UserError(f"{spec}: space {space.name} has no modules to build and profile (its costs and latencies come from its "
+                        "benchmark table); profile a psvit or psvit_ext architecture, or timm:MODEL_NAME")
     sc = space.scale(scale).with_overrides(img_size=img_size)
     try:
         sc.check()

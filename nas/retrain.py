@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from search_spaces import Arch, ArchError, get_space, load_arch
+from supernet.blocks.registry import has_modules
 from search_spaces.atomic import write_text_atomic
 from search_spaces.references import is_reference_spec
 
@@ -203,6 +204,9 @@ def plan(args) -> list[RetrainConfig]:
             get_space(c.arch.space).validate(c.arch)
         except ArchError as e:
             raise ArchError(f"{path}{f' (trial {c.trial})' if is_table and c.trial is not None else ''}: {e}") from None
+        if not has_modules(get_space(c.arch.space)):
+            raise UserError(f"{path}: space {c.arch.space} has no modules to build and train (its architectures are scored by a "
+                            "benchmark table); retrain a psvit or psvit_ext architecture")
     knobs = resolve_recipe(args.recipe, {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
         "warmup_epochs": args.warmup_epochs, "min_lr": args.min_lr, "smoothing": args.smoothing, "mixup": args.mixup,

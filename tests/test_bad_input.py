@@ -73,6 +73,10 @@ def files(tmp_path_factory):
     marker = t / PWNED
     f = {"marker": str(marker), "t": str(t)}
     f["toy"] = toy_npz(t / "toy.npz")
+    from search_spaces import get_space
+
+    f["nb201_arch"] = str(t / "nb201.json")
+    Path(f["nb201_arch"]).write_text(get_space("nb201").sample(0).to_json())
     f["empty_npz"] = _npz(t / "empty.npz", x_train=np.zeros((0, 16, 16, 3), np.uint8), y_train=np.zeros(0, int))
     f["neg_npz"] = _npz(t / "neg.npz", y_train=-np.ones(40, int))
     f["obj_npz"] = _npz(t / "obj.npz", y_train=np.array([{"a": 1}] * 40, dtype=object))
@@ -253,6 +257,8 @@ CASES = [
     ("train-resume-raw-exploit", ("nas.train_supernet", "--resume", "--out", "{resume_raw}"), "supernet.pt"),
     # nas.retrain
     ("retrain-missing", ("nas.retrain", "/nonexistent/best.json"), "does not exist"),
+    ("retrain-table-space", ("nas.retrain", "{nb201_arch}", "--epochs", "1"), "space nb201 has no modules to build and train"),
+    ("profile-table-space", ("nas.profile", "{nb201_arch}", "--latency"), "space nb201 has no modules to build and profile"),
     ("retrain-not-json", ("nas.retrain", "{not_json}"), "not valid JSON"),
     ("retrain-deep-json", ("nas.retrain", "{deep_arch}"), "nested too deeply"),
     ("retrain-list-json", ("nas.retrain", "{list_json}"), "must be a JSON object"),
