@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from search_spaces import Arch, ArchError, get_space, load_arch
-from supernet.blocks.registry import has_modules
 from search_spaces.atomic import write_text_atomic
 from search_spaces.references import is_reference_spec
+from supernet.blocks.registry import has_modules
 
 from nas import runs
 from nas.cli import Parser, run_cli, seed_type
@@ -200,11 +200,12 @@ def plan(args) -> list[RetrainConfig]:
     space_file = runs.load_run_space_file(args.space_file, settings, run, "run")
     spaces = {c.arch.space for c in found}
     for c in found:
+        space = get_space(c.arch.space)
         try:
-            get_space(c.arch.space).validate(c.arch)
+            space.validate(c.arch)
         except ArchError as e:
             raise ArchError(f"{path}{f' (trial {c.trial})' if is_table and c.trial is not None else ''}: {e}") from None
-        if not has_modules(get_space(c.arch.space)):
+        if not has_modules(space):
             raise UserError(f"{path}: space {c.arch.space} has no modules to build and train (its architectures are scored by a "
                             "benchmark table); retrain a psvit or psvit_ext architecture")
     knobs = resolve_recipe(args.recipe, {

@@ -61,7 +61,7 @@ def test_a_ground_truth_with_one_value_is_reported_unranked_and_written_as_stric
 
     rows = pd.DataFrame({"arch_id": list("abcd"), "inherited_acc": [0.2, 0.4, 0.3, 0.5], "standalone_acc": [1.0] * 4,
                          "proxy_macs": [1, 2, 3, 4]})
-    trainings = rows.rename(columns={})[["arch_id", "standalone_acc"]].assign(seed=0)
+    trainings = rows[["arch_id", "standalone_acc"]].assign(seed=0)
     args = Namespace(bootstrap=50, seed=0, seeds=1, target_tau=0.75)
     result = summarize(rows, trainings, args)
     assert result["unranked"].startswith("Every architecture has the same standalone accuracy (the ground truth), 1.0000")

@@ -116,7 +116,7 @@ def test_every_sampler_survives_ray_tunes_pickling_and_goes_on_proposing(name):
     import optuna
     from ray import cloudpickle
 
-    from nas.searching.trial import make_sampler
+    from nas.searching.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=make_sampler(name, 0), directions=["maximize", "minimize"])
@@ -132,7 +132,7 @@ def test_every_sampler_survives_ray_tunes_pickling_and_goes_on_proposing(name):
 def test_another_seed_proposes_other_architectures(name):
     import optuna
 
-    from nas.searching.trial import make_sampler
+    from nas.searching.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -142,6 +142,7 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     from ray.tune.search.optuna import OptunaSearch
 
     from nas.cluster import start_ray
+    from nas.searching.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     close_interrupted(run_dir, settings.objectives)
@@ -154,7 +155,7 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     metrics = [OBJECTIVES[o] for o in settings.objectives]
     metric = [m for m, _ in metrics] if len(metrics) > 1 else metrics[0][0]
     mode = [m for _, m in metrics] if len(metrics) > 1 else metrics[0][1]
-    sampler = trial_side.make_sampler(settings.sampler, settings.seed + len(finished))
+    sampler = make_sampler(settings.sampler, settings.seed + len(finished))
     searcher = OptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
                             study_name="search", storage=runs.journal(run_dir))
     ray = start_ray(settings.address, num_gpus=None)
