@@ -11,7 +11,8 @@ the limits as Optuna constraints: the driver of every search). The table holds a
 feasible optimum and the true Pareto front (test accuracy up, the limited cost down) are known. Per run and at
 100 and `--trials` trials: regret (points of test accuracy of the true feasible optimum above the best feasible
 architecture found), hypervolume ratio (the found feasible points' hypervolume over the true front's, reference
-point accuracy 0 and the limit), infeasible proposals, and wall time per trial (with a table lookup as the
+point accuracy 0 and the limit), infeasible proposals, proposals that repeated an evaluated cell (told its result by
+the driver without a trial; at --trials only), and wall time per trial (with a table lookup as the
 evaluation, that is Ray Tune's and the sampler's own cost). Runs are kept in --out and reused when run again.
 
 Then the audit's statistics on the table's supernet columns: Kendall tau of the one-shot and few-shot supernets'
@@ -33,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from nas import search
+from nas import runs, search
 from nas.reporting.pareto import hypervolume_2d, pareto_mask
 from nas.reporting.ranking import correlation
 from nas.units import parse_count, parse_latency_ms
@@ -49,8 +50,9 @@ def truth(table: pd.DataFrame, cost: str, limit: float) -> tuple[float, float, i
     return float(feasible["acc"].max()), hypervolume_2d(front["acc"], front[cost], 0.0, limit), len(feasible)
 
 
-def run_one(args, out: Path, sampler: str, seed: int, limit_args: list[str]) -> tuple[pd.DataFrame, float]:
-    """The run's trials (searched now, or read back) and its seconds per trial."""
+def run_one(args, out: Path, sampler: str, seed: int, limit_args: list[str]) -> tuple[pd.DataFrame, float, int]:
+    """The run's trials (searched now, or read back), its seconds per trial, and the proposals that repeated an evaluated
+    cell (told its result by the driver, no trial spent)."""
     timing = out / "timing.json"
     if not (out / "trials.csv").is_file() or not timing.is_file():
         if out.exists():
@@ -63,13 +65,14 @@ def run_one(args, out: Path, sampler: str, seed: int, limit_args: list[str]) -> 
                                 "--trials", str(args.trials), "--no-references", "--out", str(out), *limit_args])
         if code:
             sys.exit(f"the search {out} failed (exit {code})")
-        (out / "timing.json").write_text(json.dumps({"seconds": time.time() - t0, "trials": args.trials}))
-    seconds = json.loads(timing.read_text())["seconds"]
-    return pd.read_csv(out / "trials.csv"), seconds / args.trials
+        repeats = sum("repeat_of" in t.user_attrs for t in runs.study_trials(out))
+        (out / "timing.json").write_text(json.dumps({"seconds": time.time() - t0, "trials": args.trials, "repeats_told": repeats}))
+    timing = json.loads(timing.read_text())
+    return pd.read_csv(out / "trials.csv"), timing["seconds"] / args.trials, timing["repeats_told"]
 
 
 def score(trials: pd.DataFrame, n: int, cost: str, limit: float, optimum: float, true_hv: float) -> dict:
-    first = trials[trials["trial"] < n]
+    first = trials.sort_values("trial").head(n)  # trial numbers skip the repeats the driver told without a trial
     ok = first[first["feasible"] & (first["status"] == "ok") & first["acc"].notna()]
     best = float(ok["acc"].max()) if len(ok) else 0.0
     hv = hypervolume_2d(ok["acc"], ok[cost], 0.0, limit) if len(ok) else 0.0
@@ -111,9 +114,9 @@ def main(argv=None) -> None:
         for sampler in samplers:
             t0 = time.time()
             for seed in range(args.seeds):
-                trials, per_trial = run_one(args, Path(args.out) / name / sampler / f"seed{seed}", sampler, seed, limit_args)
+                trials, per_trial, repeats = run_one(args, Path(args.out) / name / sampler / f"seed{seed}", sampler, seed, limit_args)
                 for n in counts:
-                    rows.append({"limit": name, "sampler": sampler, "seed": seed, "trials": n, "s_per_trial": per_trial,
+                    rows.append({"limit": name, "sampler": sampler, "seed": seed, "trials": n, "s_per_trial": per_trial, "repeats_told": repeats,
                                  **score(trials, n, cost, limit, optimum, true_hv)})
             done = pd.DataFrame([r for r in rows if r["limit"] == name and r["sampler"] == sampler and r["trials"] == args.trials])
             print(f"  {sampler:7s} {args.seeds} seeds x {args.trials} trials: median regret {done['regret'].median():.2f} points, "
@@ -123,7 +126,8 @@ def main(argv=None) -> None:
     df.to_csv(Path(args.out) / "regret.csv", index=False)
     summary = df.groupby(["limit", "sampler", "trials"]).agg(
         median_regret=("regret", "median"), q25=("regret", lambda r: r.quantile(0.25)), q75=("regret", lambda r: r.quantile(0.75)),
-        hv_ratio=("hv_ratio", "mean"), infeasible=("infeasible", "mean"), s_per_trial=("s_per_trial", "mean")).reset_index()
+        hv_ratio=("hv_ratio", "mean"), infeasible=("infeasible", "mean"), repeats_told=("repeats_told", "mean"),
+        s_per_trial=("s_per_trial", "mean")).reset_index()
     print()
     print(summary.to_markdown(index=False, floatfmt=".3f"))
 

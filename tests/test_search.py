@@ -128,6 +128,43 @@ def test_every_sampler_survives_ray_tunes_pickling_and_goes_on_proposing(name):
     assert len(study.trials) == 23 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
+def _four_letter_searcher(told: dict):
+    """The searcher of every search, over a space of four architectures."""
+    from nas.searching.samplers import DistinctOptunaSearch, make_sampler
+
+    return DistinctOptunaSearch(space=lambda t: {"arch": t.suggest_categorical("x", list("abcd"))}, metric="acc", mode="max",
+                                sampler=make_sampler("random", 0), told=told)
+
+
+def test_a_repeated_proposal_is_told_the_earlier_result_and_costs_no_trial():
+    from nas.searching.samplers import MAX_REPEATS
+
+    scores = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+    searcher = _four_letter_searcher({})
+    proposed = []
+    for i in range(4):
+        config = searcher.suggest(f"t{i}")
+        proposed.append(config["arch"])
+        searcher.on_trial_complete(f"t{i}", {"acc": scores[config["arch"]]})
+    assert sorted(proposed) == ["a", "b", "c", "d"]  # four trials, four architectures
+    trials = {t.number: t for t in searcher._ot_study.trials}
+    repeats = [t for t in trials.values() if "repeat_of" in t.user_attrs]
+    assert len(repeats) == searcher.repeats > 0  # random over four letters repeats itself (seed 0: it did)
+    for t in repeats:
+        assert t.params == trials[t.user_attrs["repeat_of"]].params and t.values == [scores[t.params["x"]]]
+    config = searcher.suggest("t4")  # every architecture evaluated: after MAX_REPEATS repeats one is let through
+    assert config["arch"] in scores and searcher.repeats == len(repeats) + MAX_REPEATS
+
+
+def test_a_resumed_search_knows_the_architectures_evaluated_before_the_kill():
+    searcher = _four_letter_searcher({"a": (0, [0.1]), "c": (1, [0.3])})
+    proposed = []
+    for i in range(2):
+        proposed.append(searcher.suggest(f"t{i}")["arch"])
+        searcher.on_trial_complete(f"t{i}", {"acc": 0.5})
+    assert sorted(proposed) == ["b", "d"]
+
+
 @pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "qmc", "random"])
 def test_another_seed_proposes_other_architectures(name):
     import optuna

@@ -79,11 +79,8 @@ def close_interrupted(run_dir: Path, objectives: tuple[str, ...]) -> None:
 
 
 def finished_trials(run_dir: Path) -> list:
-    """The run's trials that count: completed or failed with an architecture, not interrupted by a kill."""
-    from optuna.trial import TrialState
-
-    return [t for t in runs.study_trials(run_dir) if t.state in (TrialState.COMPLETE, TrialState.FAIL)
-            and "arch" in t.user_attrs and not t.user_attrs.get("interrupted")]
+    """The run's trials that count (runs.counts_as_trial)."""
+    return [t for t in runs.study_trials(run_dir) if runs.counts_as_trial(t)]
 
 
 def _trial_dirname(trial) -> str:
@@ -139,10 +136,9 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     from optuna.trial import TrialState
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from nas.cluster import start_ray
-    from nas.searching.samplers import make_sampler
+    from nas.searching.samplers import DistinctOptunaSearch, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     close_interrupted(run_dir, settings.objectives)
@@ -156,8 +152,9 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     metric = [m for m, _ in metrics] if len(metrics) > 1 else metrics[0][0]
     mode = [m for _, m in metrics] if len(metrics) > 1 else metrics[0][1]
     sampler = make_sampler(settings.sampler, settings.seed + len(finished))
-    searcher = OptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
-                            study_name="search", storage=runs.journal(run_dir))
+    told = {t.user_attrs["arch"]: (t.number, list(t.values)) for t in finished if t.state == TrialState.COMPLETE}
+    searcher = DistinctOptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
+                                    study_name="search", storage=runs.journal(run_dir), told=told)
     ray = start_ray(settings.address, num_gpus=None)
     cpus = ray.cluster_resources().get("CPU", 1)
     concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
@@ -180,6 +177,9 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
                                   callbacks=[progress.callback], failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     tuner.fit()
+    if searcher.repeats:
+        print(f"{searcher.repeats} proposals repeated an evaluated architecture: the sampler was told its result, no trial spent",
+              flush=True)
 
 
 def check_inputs(settings: SearchSettings):

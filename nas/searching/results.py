@@ -27,7 +27,7 @@ def trials_frame(run_dir: Path, sampler: str = "") -> pd.DataFrame:
     evaluations = runs.read_evaluations(run_dir)
     rows = []
     for t in runs.study_trials(run_dir):
-        if t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "arch" not in t.user_attrs or t.user_attrs.get("interrupted"):
+        if not runs.counts_as_trial(t):
             continue
         feasible = bool(t.user_attrs["feasible"])
         ok = t.state == TrialState.COMPLETE
