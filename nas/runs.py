@@ -319,15 +319,6 @@ def study_trials(run_dir: Path):
     return storage.get_all_trials(studies[0]._study_id)
 
 
-def counts_as_trial(t) -> bool:
-    """A trial of the run's budget and tables: completed or failed with an architecture, neither interrupted by a kill
-    nor a repeat of an evaluated architecture (told its earlier result without a Ray Tune trial: `repeat_of`)."""
-    from optuna.trial import TrialState
-
-    return (t.state in (TrialState.COMPLETE, TrialState.FAIL) and "arch" in t.user_attrs and not t.user_attrs.get("interrupted")
-            and "repeat_of" not in t.user_attrs)
-
-
 def append_evaluation(run_dir: Path, record: dict) -> None:
     """Append one record durably; a line cut short by an earlier kill is ended first, so this one survives."""
     path = Path(run_dir) / EVALUATIONS

@@ -79,8 +79,10 @@ def close_interrupted(run_dir: Path, objectives: tuple[str, ...]) -> None:
 
 
 def finished_trials(run_dir: Path) -> list:
-    """The run's trials that count (runs.counts_as_trial)."""
-    return [t for t in runs.study_trials(run_dir) if runs.counts_as_trial(t)]
+    """The run's trials that count (results.counts_as_trial)."""
+    from nas.searching.results import counts_as_trial
+
+    return [t for t in runs.study_trials(run_dir) if counts_as_trial(t)]
 
 
 def _trial_dirname(trial) -> str:

@@ -19,6 +19,15 @@ COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", 
            "eval_time_s", "duration_s", "node", "proposed_by", "arch"]
 
 
+def counts_as_trial(t) -> bool:
+    """A trial of the run's budget and tables: completed or failed with an architecture, neither interrupted by a kill
+    nor a repeat of an evaluated architecture (told its earlier result without a Ray Tune trial: `repeat_of`)."""
+    from optuna.trial import TrialState
+
+    return (t.state in (TrialState.COMPLETE, TrialState.FAIL) and "arch" in t.user_attrs and not t.user_attrs.get("interrupted")
+            and "repeat_of" not in t.user_attrs)
+
+
 def trials_frame(run_dir: Path, sampler: str = "") -> pd.DataFrame:
     """One row per finished trial of the run's Optuna journal; `proposed_by` says whether the sampler proposed it
     (sampler:<name>) or it is a reference member of the space enqueued first (reference:<name>)."""
@@ -27,7 +36,7 @@ def trials_frame(run_dir: Path, sampler: str = "") -> pd.DataFrame:
     evaluations = runs.read_evaluations(run_dir)
     rows = []
     for t in runs.study_trials(run_dir):
-        if not runs.counts_as_trial(t):
+        if not counts_as_trial(t):
             continue
         feasible = bool(t.user_attrs["feasible"])
         ok = t.state == TrialState.COMPLETE
