@@ -19,11 +19,10 @@ from search_spaces import file_sha256, get_space, load_space_file
 from search_spaces.atomic import write_text_atomic
 
 from nas.errors import UserError
+from nas.journal import EVALUATIONS, JOURNAL, append_evaluation, journal, read_evaluations, study_trials  # noqa: F401 (the run store's)
 
 RUN_KIND = "psvit-nas search"
 CONFIG = "config.json"
-JOURNAL = "optuna.journal"
-EVALUATIONS = "evaluations.jsonl"
 AUDIT = "audit"  # nas.audit's folder in a run: audit.csv, audit.json, audit.png, section.md (appended to report.md)
 RESULTS_ROOT = Path("results")
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc")
@@ -301,48 +300,3 @@ def audit_section(run_dir: Path) -> str | None:
 
 def sha256(path: Path) -> str:
     return file_sha256(path)
-
-
-# ------------------------------------------------------------------ the sampler's journal and the evaluation log
-def journal(run_dir: Path):
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(Path(run_dir) / JOURNAL)))
-
-
-def study_trials(run_dir: Path):
-    storage = journal(run_dir)
-    studies = storage.get_all_studies()
-    if not studies:
-        return []
-    return storage.get_all_trials(studies[0]._study_id)
-
-
-def append_evaluation(run_dir: Path, record: dict) -> None:
-    """Append one record durably; a line cut short by an earlier kill is ended first, so this one survives."""
-    path = Path(run_dir) / EVALUATIONS
-    with open(path, "ab+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write((json.dumps(record) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_evaluations(run_dir: Path) -> dict[int, dict]:
-    """The driver's durable record of every trial result it received, by Optuna trial number."""
-    path = Path(run_dir) / EVALUATIONS
-    records = {}
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            if isinstance(record, dict) and _integer(record.get("trial")):
-                records[record["trial"]] = record
-    return records

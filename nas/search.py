@@ -1,7 +1,7 @@
 """python -m nas.search --space psvit_ext --flops 4.5G [--params 22M] [--latency 8ms [--device cpu|cuda]]
     [--sampler tpe|nsga2|random|gp|qmc] [--objectives acc,flops|acc,latency] [--trials N] [--seed S]
     [--data ...] [--supernet results/<run>/supernet.pt] [--address auto] [--gpus-per-trial 0.25]
-python -m nas.search --resume results/<run>
+python -m nas.search --resume results/<run> [--repair]
 
 Trains the supernet if none is given, then searches it: Ray Tune runs the trials, an Optuna sampler
 proposes them (define-by-run over the space's choices). Limits are checked with the analytic cost
@@ -30,6 +30,7 @@ from nas.runs import MAX_SELECT, MAX_TRIALS, OBJECTIVES, SAMPLERS, SearchSetting
 from nas.searching.devices import devices_line
 from nas.searching.driver import check_inputs
 from nas.searching.evaluators import make_evaluator, parse_evaluator
+from nas.searching.repair import repair_run
 from nas.training.sampling import STRATEGIES
 from nas.units import parse_count, parse_latency_ms
 
@@ -64,6 +65,7 @@ def build_parser() -> Parser:
     p.add_argument("--concurrency", type=int, default=0, help="trials at once (default: what the resources allow)")
     p.add_argument("--out", default=None, help="run folder (default results/<space>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the search in this run folder")
+    p.add_argument("--repair", action="store_true", help="with --resume: rebuild a damaged journal from what is on disk, then resume")
     p.add_argument("--space-file", default=None, help="a Python file that registers extra spaces")
     p.add_argument("--evaluator", default=d.evaluator,
                    help="what scores an architecture: supernet (default: inherited accuracy) or table:PATH (a benchmark table, e.g. "
@@ -224,8 +226,8 @@ def search(settings: SearchSettings, run_dir: Path, evaluator, inputs=None) -> d
     runs.write_config(settings, run_dir, {**extra, "evaluator": evaluator.describe(), "devices": devices})
     print(f"searching {settings.space}: {settings.trials} trials, sampler {settings.sampler}, objectives {','.join(settings.objectives)}, "
           f"limits {', '.join(f'{k} <= {v:g}' for k, v in settings.limits().items()) or 'none'}, evaluator {settings.evaluator}", flush=True)
-    run_trials(settings, run_dir, evaluator, devices["gpus_per_trial"])
-    return write_results(settings, run_dir, time.time() - t0)
+    interrupted = run_trials(settings, run_dir, evaluator, devices["gpus_per_trial"])
+    return {**write_results(settings, run_dir, time.time() - t0), "interrupted": interrupted}
 
 
 def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
@@ -237,7 +239,7 @@ def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
     run_dir = Path(args.resume)
     settings = runs.read_settings(run_dir)
     given = [a.option_strings[0] for a in parser._actions
-             if a.dest not in ("help", "resume", "trials", "space_file", "select", "select_epochs", "select_seeds")
+             if a.dest not in ("help", "resume", "repair", "trials", "space_file", "select", "select_epochs", "select_seeds")
              and getattr(args, a.dest) != a.default]
     if given:
         raise UserError(f"--resume continues a run with the settings it recorded; {given[0]} cannot be changed "
@@ -265,6 +267,8 @@ def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
         settings.trials = args.trials
     get_space(settings.space)
     settings.run_dir = str(run_dir)
+    if args.repair:
+        repair_run(settings, run_dir, make_evaluator(settings, latency_predictor(settings)))
     from nas.searching.driver import finished_trials
 
     done = len(finished_trials(run_dir))
@@ -280,6 +284,8 @@ def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.repair and not args.resume:
+        raise UserError("--repair goes with --resume RUN: it repairs that run's journal, then resumes it")
     if args.resume:
         settings, finished = resume_settings(args, parser)
         run_dir = Path(settings.run_dir)
@@ -304,6 +310,9 @@ def main(argv=None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_config(settings, run_dir, {"status": "started"})
     summary = search(settings, run_dir, evaluator, inputs)
+    if summary["interrupted"]:  # Ctrl-C: Ray Tune ended the trials in flight; what was done is kept
+        print(summary["interrupted"], file=sys.stderr, flush=True)
+        return 130
     best = summary.get("best")
     if best:
         print(f"best feasible architecture: acc {best['accuracy']:.3f}, {best['macs'] / 1e9:.2f}G MACs, {best['params'] / 1e6:.1f}M params "

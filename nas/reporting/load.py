@@ -21,6 +21,10 @@ NUMERIC_COLUMNS = ("trial", "acc", "macs", "params", "latency_ms", "latency_meas
 BOOL_COLUMNS = ("feasible", "evaluated", "is_pareto")
 
 
+STATUSES = ("ok", "failed")  # what nas.searching.results writes
+MAX_TRIAL_NUMBER = 10**9  # Optuna numbers every proposal; a run takes at most 100,000 trials
+
+
 _BOOLS = {True: True, False: False, "True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
 
 
@@ -44,46 +48,70 @@ def _read_table(run_dir: Path) -> tuple[pd.DataFrame, Path]:
     return df, path
 
 
+def _row(path: Path, i) -> str:
+    """Where the i-th trial row (from 0) of a table is: its row, and for a CSV file its line (the header is line 1)."""
+    return f"row {i + 1} (line {i + 2})" if path.suffix == ".csv" else f"row {i + 1}"
+
+
 def _clean(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """The trials table with checked columns and types, in proposal order; a user error names the first problem."""
+    """The trials table with checked columns and types, in proposal order; a user error names the first problem, with its
+    row and column."""
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{path}: columns missing: {', '.join(missing)} (a trials table needs {', '.join(REQUIRED_COLUMNS)})")
     if df.empty:
         raise UserError(f"{path}: has a header but no trials")
-    df = df.copy()
+    df = df.reset_index(drop=True).copy()
     for column in (c for c in NUMERIC_COLUMNS if c in df.columns):
         values = pd.to_numeric(df[column], errors="coerce")
         bad = values.isna() & df[column].notna()
         if bad.any():
-            raise UserError(f"{path}: column {column} holds {df[column][bad].iloc[0]!r}; it must hold numbers")
+            i = bad.idxmax()
+            raise UserError(f"{path}: {_row(path, i)}, column {column} holds {df[column][i]!r}; it must hold numbers")
         df[column] = values
     for column in (c for c in NUMERIC_COLUMNS if c in df.columns and c not in ("trial", "acc")):
         bad = np.isinf(df[column]) | (df[column] < 0)
         if bad.any():
-            raise UserError(f"{path}: trial {df['trial'][bad].iloc[0]} has {column} {float(df[column][bad].iloc[0])!r}; allowed: a finite value >= 0 (or empty)")
-    if df["trial"].isna().any() or df["trial"].duplicated().any():
-        raise UserError(f"{path}: column trial must number each trial once (a missing or repeated number was found)")
+            i = bad.idxmax()
+            raise UserError(f"{path}: {_row(path, i)}: trial {df['trial'][i]} has {column} {float(df[column][i])!r}; "
+                            "allowed: a finite value >= 0 (or empty)")
+    if df["trial"].isna().any():
+        raise UserError(f"{path}: {_row(path, df['trial'].isna().idxmax())} has no trial number; column trial must number each trial once")
+    bad = (df["trial"] % 1 != 0) | ~df["trial"].between(0, MAX_TRIAL_NUMBER)
+    if bad.any():
+        i = bad.idxmax()
+        raise UserError(f"{path}: {_row(path, i)}, column trial holds {float(df['trial'][i])!r}; allowed: a whole number from 0 to "
+                        f"{MAX_TRIAL_NUMBER:,}")
+    if df["trial"].duplicated().any():
+        i = df["trial"].duplicated().idxmax()
+        raise UserError(f"{path}: {_row(path, i)} repeats trial {int(df['trial'][i])}; column trial must number each trial once")
     df["trial"] = df["trial"].astype(int)
     for column in (c for c in BOOL_COLUMNS if c in df.columns):
         values = df[column].map(_BOOLS)
         if values.isna().any():
-            raise UserError(f"{path}: column {column} holds {df[column][values.isna()].iloc[0]!r}; it must hold True or False")
+            i = values.isna().idxmax()
+            raise UserError(f"{path}: {_row(path, i)}, column {column} holds {df[column][i]!r}; it must hold True or False")
         df[column] = values.astype(bool)
-    df["status"] = df["status"].astype(str)
+    bad = ~df["status"].isin(STATUSES)
+    if bad.any():
+        i = bad.idxmax()
+        value = "nothing" if pd.isna(df["status"][i]) else repr(df["status"][i])
+        raise UserError(f"{path}: {_row(path, i)}, column status holds {value}; allowed: {', '.join(STATUSES)}")
     if "evaluated" not in df.columns:
         df["evaluated"] = df["status"].eq("ok") & df["feasible"] & df["acc"].notna()
     counted = df["status"].eq("ok") & df["feasible"] & df["evaluated"]
-    bad = counted & df["acc"].notna() & ~df["acc"].between(0, 1)
-    if bad.any():  # failed and infeasible rows never count, whatever they hold
-        raise UserError(f"{path}: trial {df['trial'][bad].iloc[0]} has acc {float(df['acc'][bad].iloc[0])!r}; allowed: an accuracy between 0 and 1")
-    for trial, text in zip(df["trial"], df["arch"]):
+    bad = counted & ~df["acc"].between(0, 1)  # failed and infeasible rows never count, whatever they hold
+    if bad.any():
+        i = bad.idxmax()
+        raise UserError(f"{path}: {_row(path, i)}: trial {df['trial'][i]} has acc {float(df['acc'][i])!r}; allowed: an accuracy between "
+                        "0 and 1 (the trial is ok, feasible and evaluated)")
+    for i, (trial, text) in enumerate(zip(df["trial"], df["arch"])):
         if not isinstance(text, str):
-            raise UserError(f"{path}: trial {trial} has no architecture in column arch")
+            raise UserError(f"{path}: {_row(path, i)}: trial {trial} has no architecture in column arch")
         try:
             Arch.from_json(text)
         except ArchError as e:
-            raise UserError(f"{path}: trial {trial}: arch: {e}") from None
+            raise UserError(f"{path}: {_row(path, i)}: trial {trial}: arch: {e}") from None
     return df.sort_values("trial").reset_index(drop=True)
 
 

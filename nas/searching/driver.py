@@ -6,6 +6,7 @@ it was told; `close_interrupted` settles the ones a kill left running.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class Progress:
 
         class _Callback(Callback):
             def on_trial_result(self, iteration, trials, trial, result, **info):
-                outer.report(result)
+                outer.report(result, trial.config)
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 outer.line(trial.config, "failed (its error is printed above; the search goes on)")
@@ -37,8 +38,11 @@ class Progress:
         self.total, self.done, self.feasible, self.best, self.t0, self.start_done = total, done, feasible, best, time.time(), done
         self.run_dir, self.latency_source = run_dir, latency_source
 
-    def report(self, result: dict) -> None:
-        runs.append_evaluation(self.run_dir, {k: result.get(k) for k in ("trial", "evaluated", "eval_time_s", "acc", "node")})
+    def report(self, result: dict, config: dict | None = None) -> None:
+        # the architecture too, so that --repair can rebuild a trial whose journal lines a crash or a full disk lost
+        record = {k: result.get(k) for k in ("trial", "evaluated", "eval_time_s", "acc", "node")}
+        record.update({k: (config or {}).get(k) for k in ("arch", "reference") if (config or {}).get(k) is not None})
+        runs.append_evaluation(self.run_dir, record)
         if result.get("feasible"):
             self.feasible += 1
             self.best = max(self.best or 0.0, result["acc"])
@@ -131,9 +135,10 @@ def enqueue_references(settings: SearchSettings, run_dir: Path, evaluator, log=p
     return count
 
 
-def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_trial: float = 0.0) -> None:
+def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_trial: float = 0.0) -> str:
     """Run the trials the run still lacks (settings.trials minus those finished), each on `gpus_per_trial` of a GPU
-    (what devices.plan_trial_devices decided when the settings leave it open), scored by `evaluator`."""
+    (what devices.plan_trial_devices decided when the settings leave it open), scored by `evaluator`. Returns "" or, when
+    the search stopped short of them (Ctrl-C: Ray Tune ends the trials in flight, the finished ones are kept), how to go on."""
     import optuna
     from optuna.trial import TrialState
     from ray import tune
@@ -147,7 +152,7 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     finished = finished_trials(run_dir)
     remaining = settings.trials - len(finished)
     if remaining <= 0:
-        return
+        return ""
     if settings.references:
         enqueue_references(settings, run_dir, evaluator)
     metrics = [OBJECTIVES[o] for o in settings.objectives]
@@ -178,10 +183,26 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
         run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0, stop={"training_iteration": 1},
                                   callbacks=[progress.callback], failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
-    tuner.fit()
+    restore_hint = _DropRestoreHint()  # Ray Tune's "Tuner.restore(...)" after Ctrl-C; --resume is this run's way
+    logging.getLogger("ray.tune.tune").addFilter(restore_hint)
+    try:
+        tuner.fit()
+    finally:
+        logging.getLogger("ray.tune.tune").removeFilter(restore_hint)
     if searcher.repeats:
         print(f"{searcher.repeats} proposals repeated an evaluated architecture: the sampler was told its result, no trial spent",
               flush=True)
+    done = len(finished_trials(run_dir))
+    if done >= settings.trials:
+        return ""
+    again = f" --space-file {settings.space_file}" if settings.space_file else ""
+    return (f"interrupted: {done} of {settings.trials} trials are done and kept (results so far in {run_dir}/); continue with: "
+            f"python -m nas.search --resume {run_dir}{again}")
+
+
+class _DropRestoreHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
 
 
 def check_inputs(settings: SearchSettings):

@@ -56,4 +56,5 @@ class Proposer:
             trial.set_constraint(key, value)
         # what the sampler is told for an architecture with no costs: the evaluator's worst (Optuna refuses NaN)
         told = values if values["macs"] is not None else {**values, **self.evaluator.worst_costs(), "unknown": True}
-        return {"arch": arch.to_json(), **told, "feasible": feasible, "trial": trial.number}
+        reference = {"reference": trial.user_attrs["reference"]} if trial.user_attrs.get("reference") else {}
+        return {"arch": arch.to_json(), **told, "feasible": feasible, "trial": trial.number, **reference}
