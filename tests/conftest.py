@@ -1,5 +1,6 @@
 import contextlib
 import importlib
+import importlib.util
 import io
 import os
 import signal
@@ -42,23 +43,77 @@ def _marked_processes(marker: str) -> list:
     return found
 
 
+def _listeners(procs, port: int) -> list:
+    """Those of `procs` with a TCP socket listening on `port`."""
+    import psutil
+
+    found = []
+    for p in procs:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in p.net_connections(kind="tcp")):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def _file_state(path: Path):
+    """What tells a rewrite of `path`: its content, inode and modification time (None if it does not exist)."""
+    try:
+        st = path.stat()
+        return path.read_bytes(), st.st_ino, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+def suite_wrote_cluster_file(cluster_file: Path, before, marker: str) -> str | None:
+    """Why the test suite is to blame for `cluster_file` (where `ray start` records the cluster: shared by every user
+    of this machine) having changed since `before` (its _file_state), or None when the suite did not change it or
+    another program did. Only what the suite started counts: the file must name an address on which a process
+    carrying this session's marker listens, i.e. a `ray start` head of the suite. The file is only read, never
+    written or deleted: another user's cluster may have written it meanwhile."""
+    now = _file_state(cluster_file)
+    if now is None or now == before:
+        return None
+    address = now[0].decode(errors="replace").strip()
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return None
+    heads = _listeners(_marked_processes(marker), int(port))
+    if not heads:
+        return None
+    who = ", ".join(f"pid {p.pid} ({' '.join(p.cmdline())[:80]})" for p in heads)
+    return (f"the test suite's own Ray head at {address} ({who}) wrote {cluster_file}, which every user's `ray start` "
+            "shares: a test started Ray without the session's RAY_TMPDIR (give it its own, as tests/test_cluster.py does); "
+            "the file is left as it is")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _leaves_no_ray_behind():
-    """After the whole suite, no process it started is alive and the file in which `ray start` records the cluster
-    (/tmp/ray/ray_current_cluster) is as the suite found it. Whatever is left is ended (and the file put back)
-    before the failure is reported, so the machine is left as it was found either way."""
+    """After the whole suite, no process it started is alive, and it did not write the file in which `ray start`
+    records the cluster (/tmp/ray/ray_current_cluster), which another user's cluster on this machine may also write
+    while the suite runs. By construction: the suite's processes get a Ray temp dir of their own (RAY_TMPDIR, a
+    short path under /tmp for Ray's socket paths), so a `ray start` or ray.init of the suite records its cluster
+    there; and the shared file is checked for an address the suite's own processes serve (a test that gave Ray
+    another temp dir). That file is never rewritten or deleted here; the suite fails with the reason instead.
+    Processes it left are ended before the failure is reported."""
+    import shutil
+    import tempfile
     import time
-
-    from ray._private.utils import get_ray_address_file
 
     marker = f"{os.getpid()}-{time.time_ns()}"
     os.environ[SESSION_MARKER] = marker
-    cluster_file = Path(get_ray_address_file(None))
-    before = cluster_file.read_bytes() if cluster_file.is_file() else None
+    shared = Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
+    before = _file_state(shared)
+    saved_tmp = os.environ.get("RAY_TMPDIR")
+    own_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = own_tmp
     yield
-    from nas.cluster import stop_ray
+    blame = suite_wrote_cluster_file(shared, before, marker)  # while the processes that could explain it still run
+    if importlib.util.find_spec("ray") is not None:
+        from nas.cluster import stop_ray
 
-    stop_ray()  # the suite's in-process Ray instance, if a test started one, and its watchdog
+        stop_ray()  # the suite's in-process Ray instance, if a test started one, and its watchdog
     deadline = time.time() + 30
     while (left := _marked_processes(marker)) and time.time() < deadline:
         time.sleep(0.5)
@@ -66,14 +121,23 @@ def _leaves_no_ray_behind():
     for p in left:
         with contextlib.suppress(Exception):
             p.kill()
-    after = cluster_file.read_bytes() if cluster_file.is_file() else None
-    if after != before:
-        if before is None:
-            cluster_file.unlink()
-        else:
-            cluster_file.write_bytes(before)
-    assert not names, f"processes started by the test suite outlived it: {names}"
-    assert after == before, f"the test suite left {cluster_file} {'behind' if before is None else 'changed'}: {after!r}"
+    if saved_tmp is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = saved_tmp
+    shutil.rmtree(own_tmp, ignore_errors=True)
+    problems = [f"processes started by the test suite outlived it: {names}"] * bool(names) + [blame] * bool(blame)
+    assert not problems, "; ".join(problems)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped where no CUDA device is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked cuda)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
