@@ -141,9 +141,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _closed_port() -> int:
-    port = _free_port()  # bound, then closed: nothing listens there
-    return port
+@contextlib.contextmanager
+def _refusing_port():
+    """A loopback port that refuses connections by construction, for as long as the block runs: a TCP socket is
+    bound to it and never listens, so a connection there is answered with a reset, and no other program can bind
+    (and so listen on) it meanwhile. (A port bound and closed again is free for anyone to take.)"""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 def _short_ray_tmp() -> str:
@@ -165,15 +172,15 @@ def test_address_auto_with_a_stale_cluster_file_is_one_line_within_30_s(tmp_path
     ray_tmp = _short_ray_tmp()
     try:
         os.makedirs(os.path.join(ray_tmp, "ray"))
-        port = _closed_port()
-        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
-            f.write(f"127.0.0.1:{port}")
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env["RAY_TMPDIR"] = ray_tmp
-        t0 = time.time()
-        proc = subprocess.run([sys.executable, "-m", module, *STALE_CLUSTER_COMMANDS[module], "--address", "auto"], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=60)
-        seconds = time.time() - t0
+        with _refusing_port() as port:
+            with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+                f.write(f"127.0.0.1:{port}")
+            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+            env["RAY_TMPDIR"] = ray_tmp
+            t0 = time.time()
+            proc = subprocess.run([sys.executable, "-m", module, *STALE_CLUSTER_COMMANDS[module], "--address", "auto"], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=60)
+            seconds = time.time() - t0
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert_user_error(proc, f"--address auto: cannot reach a Ray cluster at 127.0.0.1:{port}", "ray_current_cluster",
@@ -182,13 +189,31 @@ def test_address_auto_with_a_stale_cluster_file_is_one_line_within_30_s(tmp_path
     assert not (tmp_path / "results").exists(), list((tmp_path / "results").rglob("*"))
 
 
+def test_a_refusing_port_refuses_and_nobody_else_can_take_it_while_held():
+    import errno
+    import socket
+
+    with _refusing_port() as port:
+        for _ in range(3):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        for options in ((), (socket.SO_REUSEADDR,), (socket.SO_REUSEADDR, socket.SO_REUSEPORT)):  # not even a server that
+            with socket.socket() as other:                                                      # asks to share (gRPC does)
+                for option in options:
+                    other.setsockopt(socket.SOL_SOCKET, option, 1)
+                with pytest.raises(OSError) as taken:
+                    other.bind(("127.0.0.1", port))
+                assert taken.value.errno == errno.EADDRINUSE
+
+
 def test_probe_tells_a_ray_head_from_a_closed_port_and_another_program():
     import socket
     import threading
 
     from nas.cluster import _probe
 
-    assert "refused" in _probe(f"127.0.0.1:{_closed_port()}").lower()
+    with _refusing_port() as port:
+        assert "refused" in _probe(f"127.0.0.1:{port}").lower()
     with socket.socket() as server:  # a program that accepts and hangs up at once, as a stale port's new owner may
         server.bind(("127.0.0.1", 0))
         server.listen()
