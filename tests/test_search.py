@@ -299,7 +299,7 @@ def test_first_line_names_the_devices_and_gpus_per_gpu_arithmetic(tmp_path, toy)
     assert trials_per_gpu(80 * gib, 9 * gib) == 7 and trials_per_gpu(80 * gib, 1 * gib) == 8 and trials_per_gpu(4 * gib, 9 * gib) == 1
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_search_uses_the_gpu_without_device_flags(tmp_path, toy):
     run = tmp_path / "run"
     proc = run_module("nas.search", *_search_args(toy, run, 4), cwd=tmp_path)
