@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from nas.errors import UserError
@@ -17,7 +18,7 @@ from nas.errors import UserError
 JOURNAL = "optuna.journal"
 EVALUATIONS = "evaluations.jsonl"
 LOCK_GRACE_S = 5  # a lock file a killed process left is removed after this long unchanged (a live writer holds it for ms)
-CUT_SHORT = "it is cut short (no line end), as a crash, a full disk or a copy cut short leaves it"
+CUT_SHORT = "it has no line end: a write cut short by a full disk, a crash or a copy cut short"
 
 
 class JournalDamaged(UserError):
@@ -74,10 +75,21 @@ def check_journal(run_dir: Path) -> None:
 
 
 def journal_storage(path: Path):
-    """Optuna's JournalStorage over a journal file, its lock released after LOCK_GRACE_S when a killed process left it."""
+    """Optuna's JournalStorage over a journal file, its lock released after LOCK_GRACE_S when a killed process left it.
+
+    The path is made absolute: Optuna's lock is a symbolic link to the journal, and one to a relative path dangles,
+    so its grace period (which reads the age of the link's target) never ends and the next writer spins for ever."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
+    path = Path(path).resolve()
+    lock = Path(f"{path}.lock")
+    try:
+        if lock.is_symlink() and not lock.exists():  # a dangling lock, left by a killed process of an earlier version
+            time.sleep(max(0.0, LOCK_GRACE_S - (time.time() - lock.lstat().st_mtime)))
+            lock.unlink(missing_ok=True)
+    except FileNotFoundError:  # released meanwhile
+        pass
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(str(path), grace_period=LOCK_GRACE_S)))
 
 

@@ -100,7 +100,7 @@ def garble(folder, line: int, text: bytes = b'{"op_code":8,"worker_id":"\x01\x02
 
 
 @pytest.mark.parametrize("damage, line, fragment", [
-    ("cut in half", None, "cut short (no line end)"),
+    ("cut in half", None, "it has no line end: a write cut short by a full disk, a crash or a copy cut short"),
     ("garbled last line", -1, "it is not JSON: Invalid control character"),
     ("garbled middle line", 40, "it is not JSON"),
     ("middle line not an operation", 41, "JSON but not an Optuna journal operation"),
@@ -161,6 +161,27 @@ def test_a_lost_journal_with_results_on_disk_is_refused_then_rebuilt(tmp_path, m
     assert_user_error(proc, f"{run / runs.JOURNAL}: empty while evaluations.jsonl holds {TRIALS} trial results", "--repair")
     repair_run(settings, run, make_evaluator(settings), log=lambda line: None)
     assert finished(run) == want
+
+
+@pytest.mark.parametrize("target", ["the journal", "a relative path"])
+def test_a_lock_a_killed_writer_left_is_taken_over(tmp_path, made, monkeypatch, target):
+    """A kill during a journal write leaves Optuna's lock (a symbolic link to the journal): the next writer takes it
+    over after the grace period instead of waiting, or spinning, for ever (a link to a relative path dangles)."""
+    import threading
+
+    monkeypatch.setattr("nas.journal.LOCK_GRACE_S", 1)
+    run, _ = copy_run(made, tmp_path)
+    lock = run / f"{runs.JOURNAL}.lock"
+    os.symlink(str((run / runs.JOURNAL).resolve()) if target == "the journal" else f"{run.name}/{runs.JOURNAL}", lock)
+    os.utime(lock, (time.time() - 60, time.time() - 60), follow_symlinks=False)
+    wrote = []
+    writer = threading.Thread(target=lambda: wrote.append(
+        optuna.load_study(study_name="search", storage=runs.journal(run)).enqueue_trial({"s0_l0_block": "none"})), daemon=True)
+    t0 = time.time()
+    writer.start()
+    writer.join(timeout=30)
+    assert wrote and time.time() - t0 < 10 and not lock.is_symlink()
+    assert len(runs.study_trials(run)) == TRIALS + 1
 
 
 def test_repair_goes_with_resume(tmp_path):

@@ -208,6 +208,6 @@ def repair_run(settings: SearchSettings, run_dir: Path, evaluator, log=print) ->
     os.replace(tmp, path)
     where = f"line {number} of {total} ({problem})" if number is not None else "it does not replay" if not replayed else "it was missing"
     log(f"repaired {path}: {where}; kept its first {len(kept)} lines ({counts['kept']} finished trials), rebuilt {counts['rebuilt']} "
-        f"trials from the journal's later lines, {EVALUATIONS} and trials.csv, {counts['lost']} trial numbers had no result on disk "
-        f"(proposed anew); the damaged journal is kept as {damaged.name if damaged.exists() else 'nothing (there was none)'}")
+        f"trials from the journal's later lines, {EVALUATIONS} and trials.csv; {counts['lost']} trial number(s) had no result on "
+        f"disk (proposed anew); the damaged journal is kept as {damaged.name if damaged.exists() else 'nothing (there was none)'}")
     return {"repaired": True, **counts, "damaged": str(damaged)}
