@@ -19,6 +19,7 @@ from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_refere
 
 from .blocks import center_slice, make_block, make_merge, widest_layer
 from .calibration import recalibrated
+from .sharing import share_across_types
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -161,15 +162,30 @@ class SuperStage(nn.Module):
         down = self.downsample[merge] if self.downsample is not None else None
         return down, [slot[layer.block] for slot, layer in zip(self.blocks, layers)]
 
-    def forward(self, x, layers: tuple[Layer, ...], merge: str | None):
-        return run_stage(x, *self.pick(layers, merge), layers)
+    def forward(self, x, layers: tuple[Layer, ...], merge: str | None, trace: list | None = None):
+        """With `trace`, each module's input and output are appended to it: ("merge", None, input, output, None) and
+        ("block", j, input, output, the attention map handed in)."""
+        down, blocks = self.pick(layers, merge)
+        if trace is None:
+            return run_stage(x, down, blocks, layers)
+        if down is not None:
+            y = down(x)
+            trace.append(("merge", None, x, y, None))
+            x = y
+        attn = None
+        for j, (block, layer) in enumerate(zip(blocks, layers)):
+            y, new_attn = block(x, attn, layer)
+            trace.append(("block", j, x, y, attn))
+            x, attn = y, new_attn
+        return x
 
 
 class Supernet(nn.Module):
     """Every choice of a space at once; `supernet(x, arch)` runs one architecture's path.
 
-    Weights are shared per (stage, layer index, block type), built at each block type's widest layer;
-    a smaller value of an elastic field (MLP ratio, strip width) runs on a slice of the widest weight,
+    Weights are shared per (stage, layer index, block type), built at each block type's widest layer, except
+    what every block type has in common at a layer index (the norms and the channel MLP: supernet.sharing),
+    which is one module for all the types there; a smaller value of an elastic field (MLP ratio, strip width) runs on a slice of the widest weight,
     a field that sets no weight (super tokens or MAF windows per side) is taken from the arch at run time.
     """
 
@@ -187,20 +203,42 @@ class Supernet(nn.Module):
             widest = {b: widest_layer(b, rule) for b in rule.blocks}
             blocks = [nn.ModuleDict({b: make_block(widest[b], dim, heads, side, scale) for b in rule.blocks_at(j)})
                       for j in range(max(rule.depths))]
+            for slot in blocks:
+                share_across_types(slot)
             stages.append(SuperStage(down, blocks))
         self.stages = nn.ModuleList(stages)
         self.head = Head(scale.embed_dims[-1], scale.num_classes)
         self.apply(_init_weights)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, but the names of one shared tensor (supernet.sharing) must hold equal values: loading a
+        state dict of another sharing layout would otherwise keep whichever of its tensors came last."""
+        groups: dict[int, list[str]] = {}
+        for name, tensor in super().state_dict(keep_vars=True).items():
+            groups.setdefault(id(tensor), []).append(name)
+        for names in groups.values():
+            given = [n for n in names if n in state_dict]
+            for other in given[1:]:
+                a, b = state_dict[given[0]], state_dict[other]
+                if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or not torch.equal(a, b):
+                    raise RuntimeError(f"{given[0]} and {other} differ, but they are one tensor in this supernet "
+                                       "(shared across block types): the state dict is of another layout")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _check(self, arch: Arch) -> None:
         if arch.space != self.space.name:
             raise ArchError(f"space: {arch.space!r} does not match the supernet's space {self.space.name!r}")
 
-    def forward(self, x, arch: Arch):
+    def forward(self, x, arch: Arch, trace: list | None = None):
+        """The logits of `arch`'s path; with `trace` (a list), what every merge and block of the path took and gave,
+        as (stage, kind, layer, input, output, attention map handed in) tuples (for block-wise distillation)."""
         self._check(arch)
         x = self.stem(x)
         for i, (stage, layers) in enumerate(zip(self.stages, arch.stages)):
-            x = stage(x, layers, arch.merges[i - 1] if i else None)
+            steps = [] if trace is not None else None
+            x = stage(x, layers, arch.merges[i - 1] if i else None, steps)
+            if trace is not None:
+                trace += [(i, *entry) for entry in steps]
         return self.head(x)
 
     def path_modules(self, arch: Arch) -> list[nn.Module]:
@@ -245,8 +283,10 @@ class Supernet(nn.Module):
                 index = tuple(
                     center_slice(t, s) if is_kernel and d >= 2 else slice(0, t)
                     for d, (s, t) in enumerate(zip(tensor.shape, target.shape))
-                )
+                )[:tensor.dim()]
                 tensor = tensor[index]
+                if tensor.dim() != target.dim():  # a shared Linear's weight behind a block's 1x1 convolution
+                    tensor = tensor.reshape(target.shape)
             state[name] = tensor.detach().clone()
         net.load_state_dict(state)
         return net.to(next(self.parameters()).device)

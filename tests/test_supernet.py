@@ -93,6 +93,15 @@ def test_forward_backward_of_every_block_and_merge(space, tiny, net):
     assert used >= {(i, o) for i, r in enumerate(space.stages) for o in r.options()}
 
 
+def _shared_ids(slot) -> set[int]:
+    """The parameters of a layer position that more than one of its block types hold."""
+    seen: dict[int, int] = {}
+    for block in slot.values():
+        for p in block.parameters():
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    return {k for k, n in seen.items() if n > 1}
+
+
 def test_only_the_path_gets_gradients(space, tiny, net):
     arch = space.sample(5)
     x = torch.randn(2, 3, tiny.img_size, tiny.img_size)
@@ -100,10 +109,52 @@ def test_only_the_path_gets_gradients(space, tiny, net):
     net(x, arch).sum().backward()
     for i, stage in enumerate(net.stages):
         for j, slot in enumerate(stage.blocks):
+            run = slot[arch.stages[i][j].block] if j < arch.depths[i] else None
+            ran = {id(p) for p in run.parameters()} if run is not None else set()
+            shared = _shared_ids(slot)
             for block_type, block in slot.items():
-                on_path = j < arch.depths[i] and arch.stages[i][j].block == block_type
-                has_grad = any(p.grad is not None for p in block.parameters())
-                assert has_grad == on_path, (i, j, block_type)
+                for name, p in block.named_parameters():  # a part shared across types counts as run when the path's type has it
+                    assert (p.grad is not None) == (id(p) in ran), (i, j, block_type, name, id(p) in shared)
+            if run is not None:
+                assert any(id(p) in shared for p in run.parameters()) or len(slot) == 1, (i, j)
+
+
+def test_block_types_at_a_layer_share_one_norm_and_mlp_parameter_set(space, tiny, net):
+    from supernet.sharing import shared_parts
+
+    checked = 0
+    for stage in net.stages:
+        for slot in stage.blocks:
+            for role in ("mixer_norm", "mlp_norm", "mlp_fc1", "mlp_fc2"):
+                members = [b.get_submodule(shared_parts(b)[role]) for b in slot.values() if role in shared_parts(b)]
+                if len(members) < 2:
+                    continue
+                for m in members[1:]:
+                    assert m is members[0]
+                    for a, b in zip(members[0].parameters(), m.parameters()):
+                        assert a.data_ptr() == b.data_ptr() and a.shape == b.shape
+                checked += 1
+            if {"mhsa", "stoken"} <= set(slot):  # the widest MLP of any type: a Linear, run as 1x1 conv by the ConvFFN
+                assert slot["stoken"].ffn.fc1.weight is slot["mhsa"].mlp.fc1.weight
+    assert checked >= len(net.stages)
+    # one tensor, many names: a state dict whose names of one tensor disagree is refused, not loaded half
+    state = net.state_dict()
+    ptrs = [t.data_ptr() for t in state.values()]
+    name = next(n for n, t in state.items() if n.endswith("fc1.weight") and ptrs.count(t.data_ptr()) > 1)
+    state[name] = state[name] + 1
+    with pytest.raises(RuntimeError, match="one tensor in this supernet"):
+        Supernet(space, tiny).load_state_dict(state)
+
+
+def test_extract_matches_the_path_for_every_block_type_and_merge(space, tiny, net):
+    _randomize_norms(net)
+    with torch.no_grad():  # shared weights differ from any one type's init, so a wrong copy shows
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.randn(2, 3, tiny.img_size, tiny.img_size)
+    for arch in _archs_covering_every_choice(space):
+        with torch.no_grad():
+            assert torch.equal(net(x, arch), net.extract(arch).eval()(x)), arch.to_json()
 
 
 def test_supernet_rejects_another_space(space, tiny, net):

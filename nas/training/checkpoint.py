@@ -19,12 +19,16 @@ from nas.errors import UserError
 
 KIND = "psvit-nas supernet"
 RETRAIN_KIND = "psvit-nas retrain"
-FORMAT = 1
+FORMATS = {KIND: 2, RETRAIN_KIND: 1}
+FORMAT_CHANGES = {  # kind -> {old format: what changed since}
+    KIND: {1: "format 1 held separate norms and MLPs per block type at each layer; format 2 shares them across types "
+              "(supernet.sharing)"},
+}
 
 
 def save_checkpoint(state: dict, path: str | Path, kind: str = KIND) -> None:
     buf = io.BytesIO()
-    torch.save({"kind": kind, "format": FORMAT, **state}, buf)
+    torch.save({"kind": kind, "format": FORMATS[kind], **state}, buf)
     write_bytes_atomic(path, buf.getvalue())
 
 
@@ -41,8 +45,12 @@ def load_checkpoint(path: str | Path, kind: str = KIND) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
         found = f" (it is a {ckpt['kind']} checkpoint)" if isinstance(ckpt, dict) and isinstance(ckpt.get("kind"), str) else ""
         raise UserError(f"{str(path)!r} is not a {kind} checkpoint{found}")
-    if ckpt.get("format") != FORMAT:
-        raise UserError(f"checkpoint {str(path)!r} has format {ckpt.get('format')!r}; this version reads format {FORMAT}")
+    if ckpt.get("format") != FORMATS[kind]:
+        found = ckpt.get("format")
+        why = FORMAT_CHANGES.get(kind, {}).get(found) if isinstance(found, int) else None
+        retrain = "; train it again with python -m nas.train_supernet" if kind == KIND else ""
+        raise UserError(f"checkpoint {str(path)!r} has format {found!r}; this version reads {kind} format {FORMATS[kind]}"
+                        f"{f' ({why})' if why else ''}{retrain}")
     return ckpt
 
 

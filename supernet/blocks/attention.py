@@ -58,6 +58,8 @@ class MhsaBlock(nn.Module):
     With shared=True the attention reuses the map handed in by the previous block.
     """
 
+    SHARED_PARTS = {"mixer_norm": "norm1", "mlp_norm": "norm2", "mlp_fc1": "mlp.fc1", "mlp_fc2": "mlp.fc2"}  # supernet.sharing
+
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, shared: bool = False, drop_path: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)

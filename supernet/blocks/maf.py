@@ -100,6 +100,8 @@ class MafBlock(nn.Module):
     (search_spaces.vocabulary.cells_per_side); the GLD keeps `gld_ratio` of the stage's tokens.
     """
 
+    SHARED_PARTS = {"mixer_norm": "norm1", "mlp_norm": "norm2", "mlp_fc1": "mlp.fc1", "mlp_fc2": "mlp.fc2"}  # supernet.sharing
+
     def __init__(self, dim: int, num_heads: int, side: int, mlp_ratio: float, gld_ratio: float, windows: int, drop_path: float = 0.0):
         super().__init__()
         self.side, self.windows = side, windows

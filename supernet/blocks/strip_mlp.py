@@ -130,6 +130,8 @@ class StripMlpBlock(nn.Module):
     """x + TokenMixing(x), then x + ChannelMixing(x): depthwise 7x7, LN, GRN MLP of hidden width mlp_ratio x C
     (Strip-MLP: 3C)."""
 
+    SHARED_PARTS = {"mlp_norm": "channel_norm", "mlp_fc1": "channel_mlp.fc1", "mlp_fc2": "channel_mlp.fc2"}  # supernet.sharing
+
     def __init__(self, dim: int, side: int, strip_width: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
         self.token_mixing = StripTokenMixing(dim, side, strip_width)

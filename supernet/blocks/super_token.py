@@ -70,6 +70,12 @@ class SuperTokenAttention(nn.Module):
         return 27 * n_pad * c + a_macs, a_params
 
 
+def _pointwise(x, weight, bias):
+    """A 1x1 convolution of NCHW `x` with a (out, in, 1, 1) kernel or a Linear's (out, in) weight (the supernet's
+    shared MLP projections, supernet.sharing)."""
+    return F.conv2d(x, weight.reshape(weight.shape[0], weight.shape[1], 1, 1), bias)
+
+
 class ConvFfn(nn.Module):
     """1x1 expand, GELU, residual depthwise 3x3 on the hidden features, 1x1 project (NCHW). A smaller
     hidden width runs on the first channels of the widest one's weights."""
@@ -82,13 +88,10 @@ class ConvFfn(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x, hidden: int | None = None):
-        h = hidden or self.fc1.out_channels
-        if h == self.fc1.out_channels:
-            x = self.act(self.fc1(x))
-            return self.fc2(x + self.dw(x))
-        x = self.act(F.conv2d(x, self.fc1.weight[:h], self.fc1.bias[:h]))
+        h = hidden or self.dw.out_channels
+        x = self.act(_pointwise(x, self.fc1.weight[:h], self.fc1.bias[:h]))
         x = x + F.conv2d(x, self.dw.weight[:h], self.dw.bias[:h], padding=1, groups=h)
-        return F.conv2d(x, self.fc2.weight[:, :h], self.fc2.bias)
+        return _pointwise(x, self.fc2.weight[:, :h], self.fc2.bias)
 
     @staticmethod
     def cost(tokens: int, dim: int, hidden: int) -> tuple[int, int]:
@@ -99,6 +102,8 @@ class ConvFfn(nn.Module):
 class SuperTokenBlock(nn.Module):
     """x + DWConv3x3(x) (position encoding); x + STA(LN(x)); x + ConvFFN(BN(x)), hidden width mlp_ratio x C
     (STViT: 4C)."""
+
+    SHARED_PARTS = {"mixer_norm": "norm1", "mlp_fc1": "ffn.fc1", "mlp_fc2": "ffn.fc2"}  # supernet.sharing
 
     def __init__(self, dim: int, num_heads: int, side: int, grid: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
