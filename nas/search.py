@@ -26,6 +26,8 @@ from nas import runs
 from nas.cli import Parser, run_cli, seed_type
 from nas.errors import UserError
 from nas.measure.latency import resolve_device
+from nas.reporting.document import transfer_lines_of_run
+from nas.reporting.load import load_trials
 from nas.runs import MAX_SELECT, MAX_TRIALS, OBJECTIVES, SAMPLERS, SearchSettings
 from nas.searching.devices import devices_line
 from nas.searching.driver import check_inputs
@@ -319,6 +321,8 @@ def main(argv=None) -> int:
               f"-> {run_dir / 'best.json'} (copied to results/best.json)")
     else:
         print("no feasible architecture was evaluated; see report.md")
+    for line in transfer_lines_of_run(run_dir, load_trials(run_dir)) if best else []:
+        print(line)
     print(f"results: {run_dir}/ (trials.csv, pareto.csv, best.json, report.md)")
     if settings.select:
         return select(settings, run_dir)

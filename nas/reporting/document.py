@@ -1,6 +1,7 @@
 """report.md with its PNG plots and CSV tables, for one run or a comparison of several."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
 from nas import runs
+from nas.measure.transfer import transfer_lines
 from nas.reporting.analysis import (LATENCY, MACS, CostAxis, best_per_bin, evaluated_feasible, has_cost, hypervolume_curve,
                                    pareto_front, reference_cost, runs_of, runs_with, stored_pareto_mismatch)
 from nas.reporting.choices import arch_summary, choice_statistics
@@ -207,9 +209,29 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> Pa
     for stale in (name for name in REPORT_FILES if name not in report.files):
         (out / stale).unlink(missing_ok=True)
     own = len(run_dirs) == 1 and out.resolve() == Path(run_dirs[0]).resolve()
-    sections = [s for s in (runs.selection_section(run_dirs[0]), runs.audit_section(run_dirs[0])) if s] if own else []
+    sections = [s for s in (transfer_section(run_dirs[0], trials), runs.selection_section(run_dirs[0]), runs.audit_section(run_dirs[0]))
+                if s] if own else []
     write_text_atomic(out / "report.md", report.markdown + "".join(f"\n{s}" for s in sections))
     return out / "report.md"
+
+
+def transfer_lines_of_run(run_dir: str | Path, trials: pd.DataFrame) -> list[str]:
+    """What the run's accuracies mean (nas.measure.transfer): chance, the supernet's largest and smallest path as its
+    training validated them (train_summary.json in the run folder) and the median evaluated trial; none for a run
+    without its own supernet summary (a table search, or --supernet given)."""
+    path = Path(run_dir) / "train_summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        chance, largest, smallest = (float(summary[k]) for k in ("chance", "val_acc_largest", "val_acc_smallest"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    evaluated = trials["acc"][trials["evaluated"] & trials["status"].eq("ok")].dropna()
+    return transfer_lines(chance, largest, smallest, float(evaluated.median()) if len(evaluated) else None)
+
+
+def transfer_section(run_dir: str | Path, trials: pd.DataFrame) -> str | None:
+    lines = transfer_lines_of_run(run_dir, trials)
+    return "## What the accuracies mean\n\n" + "\n\n".join(lines) + "\n" if lines else None
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -12,7 +12,8 @@
 - fair: a sandwich in which no option of any choice is favoured. The teacher has every stage at its
   largest depth and the small student at its smallest, and for both each choice (a merge, a layer's
   block type, each of its fields) takes the value used least so far, over every path of every step
-  (ties at random); the third path is drawn choice by choice, unbiased. Over an epoch every merge
+  (ties at random); the third path does the same at its least-used depths (under a total-depth rule, the legal
+  depth tuple whose stage depths were used least in all). Over an epoch every merge
   operator, every block type of a layer and every width is the teacher's, and used at all, about
   equally often (bench/exposure.py prints it), where the fixed sandwich's teacher trains spm merges,
   super-token and MAF blocks and the widest FFNs on every step and conv merges and attention sharing
@@ -77,7 +78,10 @@ class LeastUsed(Picker):
         if self.depth == "least-used":
             if space.total_depths is None:
                 return tuple(self._least(("depth", i), r.depths) for i, r in enumerate(space.stages))
-            return self._least(("depths",), space.depth_tuples())
+            # a legal depth tuple whose per-stage depths were used least in all (choice_uses counts ("depth", i, d))
+            tuples = space.depth_tuples()
+            counts = [sum(self.uses[("depth", i, d)] for i, d in enumerate(t)) for t in tuples]
+            return self.rng.choice([t for t, c in zip(tuples, counts) if c == min(counts)])
         pick = max if self.depth == "deepest" else min
         if space.total_depths is None:
             return tuple(pick(r.depths) for r in space.stages)

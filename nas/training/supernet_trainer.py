@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces import Scale, get_space
+from search_spaces.vocabulary import reuses_attention
 from search_spaces.atomic import write_text_atomic
 
 from nas.data import DataBundle, load_data
@@ -47,6 +49,8 @@ class TrainConfig:
     student_labels: float = 0.5  # teacher strategies: a student's loss is this much cross-entropy on the labels, the rest distillation
     label_smoothing: float = 0.1
     clip_grad: float = 1.0
+    align: str = "none"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks
+    align_weight: float = 1.0
     seed: int = 0
     val_fraction: float = 0.1
     calib_batches: int = 10
@@ -67,6 +71,12 @@ class TrainConfig:
         check_common_settings(self)
         if not 0.0 <= self.student_labels <= 1.0:
             raise UserError(f"--student-labels must be between 0 and 1 (the labels' share of a student's loss), got {self.student_labels}")
+        if self.align not in ALIGN:
+            raise UserError(f"--align {self.align!r} is not known; allowed: {', '.join(ALIGN)}")
+        if self.align != "none" and self.strategy not in TEACHER_STRATEGIES:
+            raise UserError(f"--align {self.align} needs a strategy with a teacher ({', '.join(TEACHER_STRATEGIES)}), not {self.strategy!r}")
+        if not 0 <= self.align_weight <= 1e3:
+            raise UserError(f"--align-weight must be between 0 and 1000, got {self.align_weight}")
         if self.num_random < 0 or self.calib_batches < 0:
             raise UserError(f"--num-random and the calibration batches must be at least 0, got {self.num_random}, {self.calib_batches}")
 
@@ -103,6 +113,36 @@ def student_loss(logits, teacher_logits, y, label_weight: float, label_smoothing
     return loss
 
 
+ALIGN = ("none", "merges", "blocks")
+
+
+def alignment_loss(net, arch, trace: list, align: str, rng: random.Random):
+    """Block-wise distillation from the teacher's path (`trace`: what its merges and blocks took and gave): every other
+    merge operator at a boundary ("merges"), and every other block type at a layer ("blocks": merges too; a random
+    legal layer of that type), given the teacher's input, is pulled towards the teacher's output (mean squared error
+    relative to the mean square of the teacher's output, for a block of its residual branch; inputs and targets detached). A stage is then fed alike whichever merge
+    an architecture has, and a layer's types are interchangeable: what architectures mixing them inherit."""
+    space, terms = net.space, []
+    for i, kind, j, x, y, attn in trace:
+        x, y = x.detach(), y.detach()
+        # a block: against the size of its residual branch, which may start near zero (bounded by 1% of the output's)
+        scale = (y if kind == "merge" else y - x).float().pow(2).mean() + 0.01 * y.float().pow(2).mean() + 1e-6
+        stage = net.stages[i]
+        if kind == "merge":
+            outs = [stage.downsample[op](x) for op in space.merges[i - 1] if op != arch.merges[i - 1]]
+        elif align == "blocks":
+            slot, rule, outs = stage.blocks[j], space.stages[i], []
+            for block in slot:
+                if block == arch.stages[i][j].block or (reuses_attention(block) and attn is None):
+                    continue
+                layer = rng.choice([o for o in rule.options() if o.block == block])
+                outs.append(slot[block](x, attn.detach() if attn is not None else None, layer)[0])
+        else:
+            continue
+        terms += [F.mse_loss(out.float(), y.float()) / scale for out in outs]
+    return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
+
+
 class Trainer(TrainerBase):
     """One supernet training run; `run()` trains to cfg.epochs, resuming from out/supernet.pt if asked."""
 
@@ -135,12 +175,16 @@ class Trainer(TrainerBase):
         paths = self.sampler.paths(epoch, step)
         self.path_hash.update("".join(a.key() for a in paths).encode())
         for k, arch in enumerate(paths):
+            trace = [] if k == 0 and cfg.align != "none" else None
             with self._autocast():
-                logits = self.model(x, arch)
+                logits = self.model(x, arch, trace)
                 if teacher is not None and cfg.distill:
                     loss = student_loss(logits.float(), teacher, y, cfg.student_labels, cfg.label_smoothing)
                 else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if trace:
+                    loss = loss + cfg.align_weight * alignment_loss(self.model, arch, trace, cfg.align,
+                                                                    random.Random(f"{cfg.seed}:{epoch}:{step}:align"))
             self._check_finite(loss, epoch, step)
             loss.backward()
             total += loss.item()

@@ -1,0 +1,71 @@
+"""Train a supernet with one cross-family sharing variant, for bench/transfer.py to measure.
+
+    python bench/train_variant.py VARIANT [nas.train_supernet arguments ...]
+
+VARIANT names which parts the block types at a layer position share (supernet.sharing):
+
+- shared: the default, every role of every block type (norms and channel MLP);
+- separate: nothing shared (each type its own norms and MLP, the layout before sharing);
+- no-strip-mlp: as shared, but Strip-MLP's GRN MLP and its norm keep their own weights;
+- norms-only: only the LayerNorms are shared;
+- maf-extra-norms: as shared, and MAF's global-stream norm joins the token mixer's norm.
+
+The variant changes only which modules are tied: every variant's checkpoint loads into a supernet built with the
+same variant (this script) and its paths extract to the same standalone models.
+"""
+from __future__ import annotations
+
+import sys
+
+from supernet.blocks import MafBlock, MhsaBlock, StripMlpBlock, SuperTokenBlock
+
+DEFAULT = {cls: dict(cls.SHARED_PARTS) for cls in (MhsaBlock, MafBlock, StripMlpBlock, SuperTokenBlock)}
+
+
+def apply_variant(name: str) -> None:
+    parts = {cls: dict(p) for cls, p in DEFAULT.items()}
+    if name == "separate":
+        parts = {cls: {} for cls in parts}
+    elif name == "no-strip-mlp":
+        parts[StripMlpBlock] = {}
+    elif name == "norms-only":
+        parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
+    elif name not in ("shared", "maf-extra-norms"):
+        raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms")
+    for cls, p in parts.items():
+        cls.SHARED_PARTS = p
+
+
+def tie_maf_norms(net) -> None:
+    for stage in net.stages:
+        for slot in stage.blocks:
+            if "maf" in slot:
+                slot["maf"].norm_global = slot["maf"].norm1
+
+
+def use_variant(name: str) -> None:
+    """Every Supernet built after this call has the variant's sharing."""
+    apply_variant(name)
+    if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
+        import supernet.model as model
+
+        init = model.Supernet.__init__
+
+        def patched(self, *a, **k):
+            init(self, *a, **k)
+            tie_maf_norms(self)
+
+        model.Supernet.__init__ = patched
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    use_variant(sys.argv[1])
+    from nas.train_supernet import main as train
+
+    return train(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Weight sharing that transfers: the transfer ratio and its reading, the old checkpoint layout refused, fair depths."""
+import json
+import math
+from collections import Counter
+
+import pandas as pd
+import pytest
+import torch
+
+from nas.measure.transfer import RELIABLE, swap_loss, transfer_lines, transfer_ratio
+from nas.reporting.document import transfer_lines_of_run
+from nas.training.checkpoint import KIND, load_checkpoint
+from nas.training.sampling import PathSampler
+from search_spaces import get_space
+
+from conftest import assert_user_error, run_main
+
+
+def test_transfer_ratio_and_swap_loss_on_known_values():
+    assert transfer_ratio(0.45, 0.6, 0.1) == pytest.approx(0.7)
+    assert transfer_ratio(0.1, 0.6, 0.1) == 0.0
+    assert math.isnan(transfer_ratio(0.5, 0.1, 0.1))  # the smallest path at chance: no ratio
+    assert swap_loss(0.5, 0.3, 0.1) == pytest.approx(0.5)
+    assert swap_loss(0.5, 0.05, 0.1) == pytest.approx(1.125)  # below chance costs more than all
+
+
+def test_transfer_lines_say_when_the_ranking_is_unreliable():
+    good = transfer_lines(0.1, 0.9, 0.6, 0.5)
+    assert len(good) == 1 and "transfer ratio 0.80" in good[0] and "chance 0.100" in good[0]
+    bad = transfer_lines(0.1, 0.965, 0.5, 0.153)
+    assert "transfer ratio 0.13" in bad[0]
+    assert len(bad) == 2 and f"below {RELIABLE}" in bad[1] and "unreliable" in bad[1] and "--epochs" in bad[1]
+    assert transfer_lines(0.1, None, 0.5, 0.3) == []
+
+
+def test_a_run_folder_gives_its_own_transfer_ratio(tmp_path):
+    (tmp_path / "train_summary.json").write_text(json.dumps({"chance": 0.1, "val_acc_largest": 0.9, "val_acc_smallest": 0.5}))
+    trials = pd.DataFrame({"acc": [0.1, 0.34, 0.5, None], "evaluated": [True, True, True, False], "status": ["ok"] * 4})
+    lines = transfer_lines_of_run(tmp_path, trials)
+    assert "median evaluated architecture 0.340" in lines[0] and "transfer ratio 0.60" in lines[0] and len(lines) == 1
+    assert transfer_lines_of_run(tmp_path / "nowhere", trials) == []
+
+
+def test_a_supernet_checkpoint_of_the_old_layout_is_refused_in_one_line(tmp_path):
+    from supernet import Supernet
+
+    space = get_space("psvit_ext")
+    run = tmp_path / "old"
+    run.mkdir()
+    state = {"kind": KIND, "format": 1, "space": space.name, "scale": space.proxy.to_dict(), "epoch": 1,
+             "model": Supernet(space, "proxy").state_dict()}
+    torch.save(state, run / "supernet.pt")
+    with pytest.raises(Exception, match="has format 1; this version reads psvit-nas supernet format 2"):
+        load_checkpoint(run / "supernet.pt")
+    before = sorted(p.name for p in run.iterdir())
+    proc = run_main("nas.train_supernet", "--resume", "--out", str(run), cwd=tmp_path)
+    assert_user_error(proc, "format 1", "shares them across types", "train it again")
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_fair_balances_psvit_depths_under_its_total_depth_rule():
+    """psvit allows depth tuples by their total: fair's least-used path takes the tuple whose stage depths were used
+    least, so every depth of every stage is used within 1.5x of the others (it was uniform over tuples: a stage's
+    depth counts followed how many legal tuples hold each)."""
+    from nas.training.sampling import choice_uses
+
+    space = get_space("psvit")
+    sampler = PathSampler(space, space.proxy, "fair", seed=0)
+    uses = Counter()
+    for step in range(300):
+        uses.update(k for k in choice_uses(sampler.paths(0, step)[2]) if k[0] == "depth")
+    for i, rule in enumerate(space.stages):
+        counts = [uses[("depth", i, d)] for d in rule.depths if any(t[i] == d for t in space.depth_tuples())]
+        assert min(counts) > 0 and max(counts) <= 1.5 * min(counts), (i, counts)
