@@ -26,8 +26,6 @@ from nas import runs
 from nas.cli import Parser, run_cli, seed_type
 from nas.errors import UserError
 from nas.measure.latency import resolve_device
-from nas.reporting.document import transfer_lines_of_run
-from nas.reporting.load import load_trials
 from nas.runs import MAX_SELECT, MAX_TRIALS, OBJECTIVES, SAMPLERS, SearchSettings
 from nas.searching.devices import devices_line
 from nas.searching.driver import check_inputs
@@ -77,7 +75,7 @@ def build_parser() -> Parser:
     s = p.add_argument_group("selection stage (after the search, or on a finished run with --resume)")
     s.add_argument("--select", type=int, default=None, metavar="K",
                    help="train the K best distinct feasible architectures and the feasible references alone, epochs allocated by "
-                        "successive halving (Ray Tune's ASHA), and pick the best on validation: selection.csv, selected.json")
+                        "successive halving (rungs decided on all candidates alike), and pick the best on validation: selection.csv, selected.json")
     s.add_argument("--select-epochs", type=int, default=d.select_epochs, help=f"the last rung's epochs (default {d.select_epochs})")
     s.add_argument("--select-seeds", type=int, default=d.select_seeds, help=f"seeds per candidate, at least 2 (default {d.select_seeds})")
     return p
@@ -321,8 +319,7 @@ def main(argv=None) -> int:
               f"-> {run_dir / 'best.json'} (copied to results/best.json)")
     else:
         print("no feasible architecture was evaluated; see report.md")
-    for line in transfer_lines_of_run(run_dir, load_trials(run_dir)) if best else []:
-        print(line)
+    print(*summary.get("transfer", []), sep="\n", end="\n" if summary.get("transfer") else "")
     print(f"results: {run_dir}/ (trials.csv, pareto.csv, best.json, report.md)")
     if settings.select:
         return select(settings, run_dir)

@@ -13,7 +13,7 @@ from search_spaces.atomic import write_bytes_atomic, write_text_atomic
 
 from nas import runs
 from nas.reporting.pareto import pareto_mask
-from nas.reporting.document import write_report
+from nas.reporting.document import transfer_lines_of_run, write_report
 
 COLUMNS = ["trial", "status", "feasible", "evaluated", "acc", "macs", "params", "latency_ms", "latency_measured_ms", "is_pareto",
            "eval_time_s", "duration_s", "node", "proposed_by", "arch"]
@@ -125,6 +125,7 @@ def write_results(settings, run_dir: Path, seconds: float) -> dict:
         write_text_atomic(run_dir / "best.json", text)
         write_text_atomic(runs.RESULTS_ROOT / "best.json", text)
         summary["best"] = best
+        summary["transfer"] = transfer_lines_of_run(run_dir, df)
     try:
         write_report(run_dir)
     except Exception as e:  # the results above are written; a report that fails must not fail the search

@@ -9,6 +9,8 @@
   often than on the others, and inherited accuracy then favours architectures by their merges (an
   audit on CIFAR-10 put all-spm paths 6.3 points above the rest inherited, 1.6 standalone:
   bench/merge_bias.py);
+- sandwich-mixed-student: like sandwich-mixed, but only the smallest path draws its merges: the teacher stays the same
+  path every step (a consistent target), and every merge operator is trained on the labels;
 - fair: a sandwich in which no option of any choice is favoured. The teacher has every stage at its
   largest depth and the small student at its smallest, and for both each choice (a merge, a layer's
   block type, each of its fields) takes the value used least so far, over every path of every step
@@ -45,8 +47,8 @@ from search_spaces.walk import Picker, walk
 
 from nas.measure.costs import arch_costs, extreme_arch
 
-STRATEGIES = ("sandwich", "sandwich-mixed", "fair", "uniform", "stratified")
-TEACHER_STRATEGIES = ("sandwich", "sandwich-mixed", "fair")
+STRATEGIES = ("sandwich", "sandwich-mixed", "sandwich-mixed-student", "fair", "uniform", "stratified")
+TEACHER_STRATEGIES = ("sandwich", "sandwich-mixed", "sandwich-mixed-student", "fair")
 DISTRIBUTIONS = ("choice", "legal")
 
 
@@ -167,6 +169,7 @@ class PathSampler:
         if self.strategy == "fair":
             return self._fair(rng)
         extremes = [self.largest, self.smallest]
-        if self.strategy == "sandwich-mixed":
-            extremes = [dataclasses.replace(a, merges=tuple(rng.choice(ops) for ops in self.space.merges)) for a in extremes]
+        mixed = {"sandwich-mixed": extremes, "sandwich-mixed-student": extremes[1:]}.get(self.strategy, [])
+        extremes = [dataclasses.replace(a, merges=tuple(rng.choice(ops) for ops in self.space.merges)) if a in mixed else a
+                    for a in extremes]
         return extremes + [self.random_arch(rng) for _ in range(self.num_random)]
