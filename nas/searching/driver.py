@@ -145,7 +145,7 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     from ray.tune.search import ConcurrencyLimiter
 
     from nas.cluster import start_ray
-    from nas.searching.samplers import DistinctOptunaSearch, make_sampler
+    from nas.searching.samplers import DistinctOptunaSearch, make_sampler, sampler_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     close_interrupted(run_dir, settings.objectives)
@@ -158,15 +158,15 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     metrics = [OBJECTIVES[o] for o in settings.objectives]
     metric = [m for m, _ in metrics] if len(metrics) > 1 else metrics[0][0]
     mode = [m for _, m in metrics] if len(metrics) > 1 else metrics[0][1]
-    sampler = make_sampler(settings.sampler, settings.seed + len(finished))
-    told = {t.user_attrs["arch"]: (t.number, list(t.values)) for t in finished if t.state == TrialState.COMPLETE}
-    searcher = DistinctOptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
-                                    study_name="search", storage=runs.journal(run_dir), told=told)
     ray = start_ray(settings.address, num_gpus=None)
     cpus = ray.cluster_resources().get("CPU", 1)
     concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
     if gpus_per_trial > 0:
         concurrency = min(concurrency, max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_trial)))
+    sampler = make_sampler(settings.sampler, sampler_seed(settings.seed, len(finished)), concurrency)
+    told = {t.user_attrs["arch"]: (t.number, list(t.values)) for t in finished if t.state == TrialState.COMPLETE}
+    searcher = DistinctOptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
+                                    study_name="search", storage=runs.journal(run_dir), told=told)
     feasible = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
     best = max((t.values[0] for t in feasible), default=None)
     progress = Progress(settings.trials, len(finished), len(feasible), best, run_dir,

@@ -3,9 +3,14 @@ that scores a trial never imports Optuna). TPE, NSGA-II and GP read the limits f
 from __future__ import annotations
 
 import threading
+import warnings
 
+import numpy as np
 import optuna
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+from nas.searching.local_search import LocalSearchSampler
 
 MAX_REPEATS = 100  # consecutive repeats told before one is let through (a sampler that keeps to an exhausted region)
 
@@ -24,10 +29,31 @@ class NSGAIISampler(optuna.samplers.NSGAIISampler):
         self._thread_lock = threading.Lock()
 
 
-def make_sampler(name: str, seed: int):
-    """The sampler `--sampler name` names, seeded."""
+def sampler_seed(seed: int, done: int) -> int:
+    """The seed of a search's sampler after `done` trials (a resumed search does not replay the proposals it made):
+    within the 0..2**32 - 1 every Optuna sampler takes, for every --seed in that range."""
+    return int(np.random.SeedSequence([seed, done]).generate_state(1)[0]) if done else seed
+
+
+def startup_trials(concurrency: int) -> int:
+    """Random trials before TPE models: 10, or as many as run at once (the first `concurrency` proposals are made before
+    any result is known, so they are random whatever the setting)."""
+    return max(10, concurrency)
+
+
+def make_sampler(name: str, seed: int, concurrency: int = 1):
+    """The sampler `--sampler name` names, seeded, for `concurrency` trials at once."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+        # As Optuna's AutoSampler configures TPE for a categorical, conditional space: a psvit_ext architecture has 28-52
+        # parameters of 101, 17 in common, and without group=True multivariate TPE models those 17 jointly and draws the
+        # rest independently. constant_liar (Optuna's default only since 5.1): a running trial counts as a poor one, so
+        # concurrent proposals spread out.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=startup_trials(concurrency))
+    if name == "local":
+        return LocalSearchSampler(seed=seed, n_startup_trials=startup_trials(concurrency))
     if name == "nsga2":
         return NSGAIISampler(seed=seed, population_size=16)
     if name == "gp":
@@ -41,7 +67,9 @@ class DistinctOptunaSearch(OptunaSearch):
     """Ray Tune's Optuna searcher, where a proposal that repeats an evaluated architecture costs no trial: the study is
     told the earlier result at once (the Optuna trial marked `repeat_of`, which trials.csv and the budget leave out)
     and the sampler asked again. TPE and NSGA-II converge onto cells they already hold (on NAS-Bench-201, 12-19% and
-    18-34% of 300 trials were repeats); each such trial was a Ray Tune trial spent on nothing new.
+    18-34% of 300 trials were repeats); each such trial was a Ray Tune trial spent on nothing new. A proposal of an
+    architecture still being evaluated (a concurrent trial's) costs no trial either: it is marked `repeat_of` that trial
+    and failed at once (samplers leave failed trials out), and the sampler asked again.
 
     `told` maps an architecture (JSON) to (trial number, objective values) for the run's completed trials."""
 
@@ -55,11 +83,16 @@ class DistinctOptunaSearch(OptunaSearch):
         for _ in range(MAX_REPEATS):
             config = super().suggest(trial_id)
             known = self.told.get(config["arch"])
-            if known is None:
+            running = next((self._ot_trials[t].number for t, a in self.proposed.items() if a == config["arch"] and t in self._ot_trials), None)
+            if known is None and running is None:
                 break
             ot_trial = self._ot_trials.pop(trial_id)
-            ot_trial.set_user_attr("repeat_of", known[0])
-            self._ot_study.tell(ot_trial, known[1])
+            if known is not None:
+                ot_trial.set_user_attr("repeat_of", known[0])
+                self._ot_study.tell(ot_trial, known[1])
+            else:
+                ot_trial.set_user_attr("repeat_of", running)
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
             self.repeats += 1
         else:
             config = super().suggest(trial_id)

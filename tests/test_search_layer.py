@@ -1,0 +1,174 @@
+"""The search layer (issue 33): TPE's settings, the local-search sampler's neighbours, moves, restarts and resume, repeats
+of a trial still running, and a resume of a run started with the largest seed."""
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from conftest import run_module
+from nas.searching.local_search import MOVE, LocalSearchSampler, fronts
+from nas.searching.samplers import MAX_REPEATS, DistinctOptunaSearch, make_sampler, sampler_seed, startup_trials
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+OPS = ["none", "skip", "conv1", "conv3", "pool"]
+RNG = np.random.default_rng(0)
+ACC = RNG.uniform(0, 1, (6, 5))  # additive accuracy and cost per edge and operation: a landscape with structure
+COST = RNG.uniform(0, 1, (6, 5))
+
+
+def _cell(trial):
+    """NB201-like: six edges of five operations; a cost limit set as an Optuna constraint, as the driver's Proposer does."""
+    ops = [OPS.index(trial.suggest_categorical(f"e{i}", OPS)) for i in range(6)]
+    cost = sum(COST[i, o] for i, o in enumerate(ops))
+    trial.set_constraint("cost", cost / 2.6 - 1.0)
+    return float(sum(ACC[i, o] for i, o in enumerate(ops))), cost
+
+
+def _conditional(trial):
+    """A conditional space: how many layers, then each layer's operation."""
+    depth = trial.suggest_categorical("depth", [1, 2, 3])
+    ops = [OPS.index(trial.suggest_categorical(f"l{i}", OPS)) for i in range(depth)]
+    trial.set_constraint("cost", 0.0)
+    return float(sum(ACC[i, o] for i, o in enumerate(ops)))
+
+
+def _moves(study):
+    return [t for t in study.trials if "param" in t.system_attrs.get(MOVE, {})]
+
+
+def test_tpe_is_configured_for_a_conditional_space():
+    for concurrency, startup in ((1, 10), (64, 64)):
+        s = make_sampler("tpe", 0, concurrency)
+        assert s._multivariate and s._group and s._constant_liar and s._n_startup_trials == startup == startup_trials(concurrency)
+    study = optuna.create_study(sampler=make_sampler("tpe", 0), direction="maximize")
+    study.optimize(_conditional, n_trials=20)  # group=True: every parameter of a conditional space is modelled, no failure
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_local_search_neighbours_differ_in_one_choice_never_repeat_and_infeasible_ones_are_told():
+    study = optuna.create_study(sampler=LocalSearchSampler(seed=1, n_startup_trials=5), direction="maximize")
+    study.optimize(lambda t: _cell(t)[0], n_trials=150)
+    moves = _moves(study)
+    assert len(moves) > 120
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(keys[5:])) == len(keys[5:])  # after the random start no architecture is proposed twice
+    infeasible = [t for t in moves if t.constraints["cost"] > 0]
+    assert infeasible  # the limit cuts the landscape: some neighbours are over it and are proposed and told as such
+    by_key = {k: t for k, t in zip(keys, study.trials)}
+    for t in moves:
+        move = t.system_attrs[MOVE]
+        centre = dict(move["centre"])
+        assert [k for k in centre if centre[k] != t.params[k]] == [move["param"]] and t.params[move["param"]] == move["value"]
+        assert by_key[tuple(sorted(centre.items()))].constraints["cost"] <= 0  # a centre is never infeasible
+    # a move to a better feasible neighbour is followed: the next proposal starts from it
+    for a, b in zip(study.trials, study.trials[1:]):
+        if a in moves and b in moves and a.constraints["cost"] <= 0:
+            centre = by_key[tuple(sorted(dict(a.system_attrs[MOVE]["centre"]).items()))]
+            if a.value > centre.value:
+                assert dict(b.system_attrs[MOVE]["centre"]) == a.params
+
+
+def test_local_search_restarts_when_the_neighbourhood_is_exhausted_and_beats_random():
+    def best(sampler):
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study.optimize(lambda t: _cell(t)[0], n_trials=200)
+        return study, max(t.value for t in study.trials if t.constraints["cost"] <= 0)
+
+    local, found = best(LocalSearchSampler(seed=0, n_startup_trials=5))
+    assert any(t.system_attrs.get(MOVE, {}).get("restart") for t in local.trials)  # a local optimum was left for a restart
+    randoms = [best(optuna.samplers.RandomSampler(seed=s))[1] for s in range(3)]
+    assert found > max(randoms)
+
+
+def test_local_search_in_a_conditional_space_changes_one_choice_of_its_centre():
+    study = optuna.create_study(sampler=LocalSearchSampler(seed=0, n_startup_trials=3), direction="maximize")
+    study.optimize(_conditional, n_trials=60)
+    for t in _moves(study):
+        centre, move = dict(t.system_attrs[MOVE]["centre"]), t.system_attrs[MOVE]
+        changed = [k for k in centre if k in t.params and centre[k] != t.params[k]]
+        assert changed == [move["param"]]
+        if move["param"] != "depth":  # only a depth change adds or removes parameters (a new layer's are drawn)
+            assert set(t.params) == set(centre)
+
+
+def test_local_search_with_two_objectives_moves_from_the_pareto_set():
+    study = optuna.create_study(sampler=LocalSearchSampler(seed=0, n_startup_trials=5), directions=["maximize", "minimize"])
+    study.optimize(_cell, n_trials=120)
+    restarts = [t.number for t in study.trials if t.system_attrs.get(MOVE, {}).get("restart")]
+    for t in _moves(study):
+        start = max([r for r in restarts if r < t.number], default=0)
+        before = [u for u in study.trials[start:t.number] if u.state == TrialState.COMPLETE and u.constraints["cost"] <= 0]
+        losses = np.array([[-u.values[0], u.values[1]] for u in before])
+        pareto = {tuple(sorted(before[i].params.items())) for i in fronts(losses)[0]}
+        assert tuple(sorted(dict(t.system_attrs[MOVE]["centre"]).items())) in pareto
+
+
+def test_local_search_resumes_from_the_journal(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    def study(seed):
+        storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+        return optuna.create_study(study_name="s", storage=storage, sampler=LocalSearchSampler(seed=seed, n_startup_trials=5),
+                                   direction="maximize", load_if_exists=True)
+
+    first = study(3)
+    first.optimize(lambda t: _cell(t)[0], n_trials=40)
+    reloaded = study(3)  # another process: a new sampler reads the moves back from the journal
+    assert reloaded.sampler.next_move(reloaded, 40) == first.sampler.next_move(first, 40)
+    reloaded.optimize(lambda t: _cell(t)[0], n_trials=40)
+    trials = reloaded.trials
+    moves = [(json.dumps(t.system_attrs[MOVE]["centre"]), t.system_attrs[MOVE]["param"], t.system_attrs[MOVE]["value"])
+             for t in trials if "param" in t.system_attrs.get(MOVE, {})]
+    assert len(moves) == len(set(moves)) and len(trials) == 80
+    keys = [tuple(sorted(t.params.items())) for t in trials[5:]]
+    assert len(keys) == len(set(keys))
+
+
+def _four_letter_searcher():
+    return DistinctOptunaSearch(space=lambda t: {"arch": t.suggest_categorical("x", list("abcd"))}, metric="acc", mode="max",
+                                sampler=make_sampler("random", 0), told={})
+
+
+def test_a_proposal_of_an_architecture_still_running_costs_no_trial():
+    from nas.searching.results import counts_as_trial
+
+    searcher = _four_letter_searcher()
+    proposed = [searcher.suggest(f"t{i}")["arch"] for i in range(4)]  # four at once, none finished
+    assert sorted(proposed) == ["a", "b", "c", "d"]
+    trials = searcher._ot_study.trials
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    assert repeats and len(repeats) == searcher.repeats  # random over four letters repeats itself (seed 0: it did)
+    running = {t.number: t for t in trials if t.state == TrialState.RUNNING}
+    for t in repeats:  # failed at once, naming the running trial of the same architecture; not a trial of the budget
+        assert t.state == TrialState.FAIL and t.params == running[t.user_attrs["repeat_of"]].params
+        t.user_attrs["arch"] = t.params["x"]
+        assert not counts_as_trial(t)
+    config = searcher.suggest("t4")  # every architecture running: after MAX_REPEATS repeats one is let through
+    assert config["arch"] in "abcd" and searcher.repeats == len(repeats) + MAX_REPEATS
+
+
+@pytest.mark.parametrize("name", ["tpe", "local", "nsga2", "qmc", "random"])
+def test_the_sampler_of_a_resumed_run_takes_the_largest_seed(name):
+    seeds = [sampler_seed(2**32 - 1, done) for done in (0, 1, 3, 300)]
+    assert seeds[0] == 2**32 - 1 and all(0 <= s < 2**32 for s in seeds) and len(set(seeds)) == 4
+    study = optuna.create_study(sampler=make_sampler(name, seeds[2]), directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_int("a", 0, 9), t.suggest_int("b", 0, 9)), n_trials=3)
+    assert len(study.trials) == 3
+
+
+@pytest.mark.slow
+def test_a_run_started_with_the_largest_seed_resumes(tmp_path):
+    from test_nb201 import _table
+
+    _table(tmp_path / "t.csv", rows=None)
+    run = tmp_path / "run"
+    args = ["--space", "nb201", "--evaluator", f"table:{tmp_path / 't.csv'}", "--flops", "60M", "--trials", "3", "--no-references"]
+    first = run_module("nas.search", *args, "--seed", "4294967295", "--out", str(run), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = run_module("nas.search", "--resume", str(run), "--trials", "6", cwd=tmp_path)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-2000:]
+    assert len(pd.read_csv(run / "trials.csv")) == 6
