@@ -65,7 +65,7 @@ class SearchSettings:
     references: bool = True  # the space's reference members within the limits are the first trials
     select: int = 0  # the selection stage: the K best distinct architectures (and the references) trained alone; 0: none
     select_epochs: int = 10  # the selection's longest training (its last rung)
-    select_seeds: int = 2  # seeds each candidate is trained with, in lockstep
+    select_seeds: int = 3  # seeds each candidate is trained with, in lockstep (the verdict's test needs 3 to fire: issue 34)
 
     @property
     def uses_latency(self) -> bool:

@@ -3,21 +3,22 @@
 Inherited accuracy ranks the search's best few no better than noise (the audit's tau), so the K best distinct
 feasible architectures by inherited accuracy and the feasible reference members are each trained alone with the
 run's recipe (`quick`, the run's data, split and proxy scale), every candidate with `select_seeds` seeds in
-lockstep, and Ray Tune's ASHA scheduler allocates the epochs: every candidate is trained to the first rung, the
-better half of them on to the next, and so on to `select_epochs`. The winner is the most accurate candidate on
-validation (mean over its seeds) among those that reached the last rung; it is compared with the best reference,
-seed by seed at the epochs both reached (mean difference and its 90% t-interval), and if that comparison says the
-winner is worse, the reference is selected instead. The test split is never looked at.
+lockstep, under successive halving (`rungs.py`): every candidate is trained to the first rung (select_epochs / 4),
+and once all of them have reported there the better half goes on to the next (select_epochs / 2), and so on to
+`select_epochs`; Ray Tune runs each rung's trainings. The selected architecture is the most accurate on validation
+(mean over its seeds) at the last rung; the search's best is compared with every reference at equal epochs (the
+deepest rung both reached) by Dunnett's test, 90% simultaneous intervals: beat, tied or lost. The test split is never
+looked at.
 
 Written to <run>/select/: one folder per candidate (a checkpoint per seed, history.json with every epoch's
-validation accuracy per seed), Ray Tune's experiment (tune/); then <run>/selection.csv, <run>/selected.json (a
-best.json that `nas.retrain` reads) and section.md, which report.md shows. A killed selection resumes where it
-was (`nas.search --resume RUN --select K`): Tune restores its scheduler, each candidate its checkpoints.
+validation accuracy per seed), Ray Tune's experiments (tune/); then <run>/selection.csv, <run>/selected.json (a
+best.json that `nas.retrain` reads) and section.md, which report.md shows. Every rung's decision is recomputed from
+the histories, so a killed selection resumes where it was and a selection on a run extended with more trials trains
+its new candidates (`nas.search --resume RUN [--trials N] --select K`); no training is repeated.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,10 @@ from search_spaces.atomic import write_text_atomic
 from nas import runs
 from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
+from nas.searching import rungs
 
 SELECT = "select"  # the stage's folder in a run
 HISTORY = "history.json"
-GRACE_FRACTION, REDUCTION = 4, 2  # the first rung at select_epochs / 4, then halving
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path
 
 
 def train_candidate(config: dict, candidates_by_label: dict, settings, run_config: dict, bundle) -> None:
-    """Ray Tune trainable: one candidate's seeds trained an epoch at a time, each epoch's mean validation accuracy
-    reported to ASHA (which may stop it at a rung). Its trainers resume from their own checkpoints."""
+    """Ray Tune trainable: one candidate's seeds trained an epoch at a time up to config["until"] (its rung), each
+    epoch's mean validation accuracy reported. Its trainers resume from their own checkpoints, so a candidate already
+    there reports nothing."""
     from ray import tune
 
     from nas.training.retrainer import Retrainer
@@ -111,7 +113,7 @@ def train_candidate(config: dict, candidates_by_label: dict, settings, run_confi
     folder = Path(settings.run_dir) / SELECT
     trainers = [Retrainer(cfg, bundle=bundle, log=lambda *_: None) for cfg in candidate_configs(candidate, settings, run_config, folder)]
     history_path = folder / candidate.label / HISTORY
-    while min(t.epoch for t in trainers) < settings.select_epochs:
+    while min(t.epoch for t in trainers) < config["until"]:
         epoch = min(t.epoch for t in trainers)
         for t in trainers:
             if t.epoch == epoch:
@@ -127,9 +129,9 @@ def _say(text: str) -> None:
 
 
 def run_selection(settings, run_dir: Path, log=_say) -> dict:
-    """Train the candidates under ASHA (or resume that), then choose, compare and write the results."""
+    """Successive halving over the candidates (rungs.plan says who trains to which rung; Ray Tune runs each rung's
+    trainings), resumed from the histories on disk, then choose, compare and write the results."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from nas.cluster import start_ray
     from nas.data import load_data
@@ -143,9 +145,12 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
     bundle = load_data(settings.data, img_size=scale.get("img_size"), seed=split_seed, val_fraction=val_fraction)
     folder = run_dir / SELECT
     folder.mkdir(parents=True, exist_ok=True)
-    grace = max(1, settings.select_epochs // GRACE_FRACTION)
+    marks = rungs.milestones(settings.select_epochs)
+    labels = [c.label for c in cands]
     log(f"selection: {len(cands)} candidates ({sum(c.kind == 'reference' for c in cands)} references), {settings.select_seeds} seeds each, "
-        f"ASHA rungs from {grace} to {settings.select_epochs} epochs (x{REDUCTION}); folder {folder}")
+        f"successive halving, rungs at {', '.join(map(str, marks))} epochs (the better 1/{rungs.ETA} of a rung goes on); folder {folder}")
+    if any(_histories(cands, folder).values()):
+        log(f"selection: resuming {folder}")
     ray = start_ray(settings.address)
     resources = ray.cluster_resources()
     gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0  # a candidate's seeds train on one GPU where there are GPUs
@@ -153,20 +158,22 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
         tune.with_parameters(train_candidate, candidates_by_label={c.label: c for c in cands}, settings=settings, run_config=config,
                              bundle=bundle),
         {"cpu": 1, "gpu": gpus})
-    storage, name = str((folder / "tune").resolve()), "asha"
-    if tune.Tuner.can_restore(str(Path(storage) / name)):
-        tuner = tune.Tuner.restore(str(Path(storage) / name), trainable, resume_unfinished=True, resume_errored=True)
-        log(f"selection: resuming {folder}")
-    else:
-        scheduler = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=settings.select_epochs, grace_period=grace,
-                                  reduction_factor=REDUCTION)
+    while True:
+        rung, missing = rungs.plan(labels, _histories(cands, folder), marks)
+        if rung is None:
+            break
+        log(f"selection: rung {rung + 1} of {len(marks)}: {len(missing)} candidates to {marks[rung]} epochs")
         tuner = tune.Tuner(
-            trainable, param_space={"candidate": tune.grid_search([c.label for c in cands])},
-            tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=False,
+            trainable, param_space={"candidate": tune.grid_search(missing), "until": marks[rung]},
+            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False,
                                         max_concurrent_trials=max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress_callback(len(cands), settings)],
+            run_config=tune.RunConfig(name=f"rung{rung + 1}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str((folder / "tune").resolve()),
+                                      verbose=0, callbacks=[progress_callback(len(missing), settings)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
-    tuner.fit()
+        results = tuner.fit()
+        if results.errors:
+            raise RunFailed(f"the selection's rung {rung + 1}: {len(results.errors)} training(s) failed ({results.errors[0]}); "
+                            f"see {folder}/tune; resume with --resume {run_dir} --select {settings.select}")
     return summarize(cands, settings, run_dir)
 
 
@@ -198,79 +205,61 @@ def _histories(cands: list[Candidate], folder: Path) -> dict[str, list[list[floa
     return out
 
 
-def paired(a: list[float], b: list[float]) -> dict:
-    """Mean of a - b over paired seeds, with its 90% t-interval (n - 1 degrees of freedom)."""
-    from scipy import stats
-
-    diffs = [x - y for x, y in zip(a, b)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else float("nan")
-    half = stats.t.ppf(0.95, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "ci90": [mean - half, mean + half], "seeds": n, "differences": diffs}
-
-
-def verdict(comparison: dict) -> str:
-    low, high = comparison["ci90"]
-    return "beat" if low > 0 else "lost" if high < 0 else "tied"
-
-
 def summarize(cands: list[Candidate], settings, run_dir: Path) -> dict:
-    """selection.csv, selected.json and section.md from the candidates' histories."""
+    """selection.csv, selected.json and section.md from the candidates' histories, read at the rungs they reached."""
     folder = run_dir / SELECT
     histories = _histories(cands, folder)
+    marks = rungs.milestones(settings.select_epochs)
+    kinds = {c.label: c.kind for c in cands}
+    if all(len(h) < marks[0] for h in histories.values()):
+        raise RunFailed(f"the selection trained no candidate to its first rung (see {folder}/tune)")
+    chosen_label, epochs = rungs.choose(kinds, histories, marks)
+    comparison = rungs.comparison(kinds, histories, epochs)
     space = get_space(settings.space)
     rows = []
     for c in cands:
-        h = histories[c.label]
+        e = epochs[c.label]
+        seeds = rungs.at(histories[c.label], e) if e else []
         costs = arch_costs(c.arch, space.target)
         rows.append({"label": c.label, "kind": c.kind, "reference": c.reference, "trial": c.trial, "inherited_acc": c.inherited_acc,
-                     "epochs": len(h), "val_acc": sum(h[-1]) / len(h[-1]) if h else float("nan"),
-                     "seed_val_acc": json.dumps(h[-1] if h else []), "target_macs": costs.macs, "params": costs.params,
-                     "arch": c.arch.to_json()})
+                     "epochs": e, "val_acc": rungs.mean(seeds) if seeds else float("nan"), "seed_val_acc": json.dumps(seeds),
+                     "target_macs": costs.macs, "params": costs.params, "arch": c.arch.to_json()})
     table = pd.DataFrame(rows).sort_values(["epochs", "val_acc", "inherited_acc"], ascending=False, kind="stable", na_position="last")
-    if table["epochs"].max() == 0:
-        raise RunFailed(f"the selection trained no candidate (see {folder}/tune)")
-    winner = table.iloc[0]
-    references = table[table["kind"] == "reference"]
-    comparison, chosen = None, winner
-    if len(references):
-        best_ref = references.iloc[0]
-        epochs = int(min(winner["epochs"], best_ref["epochs"]))
-        if best_ref["label"] != winner["label"] and epochs > 0:
-            comparison = paired(histories[winner["label"]][epochs - 1], histories[best_ref["label"]][epochs - 1])
-            comparison.update(reference=best_ref["reference"], epochs=epochs, verdict=verdict(comparison))
-            if comparison["verdict"] == "lost":  # never hand over an architecture the best reference beats on validation
-                chosen = best_ref
-        elif best_ref["label"] == winner["label"]:
-            comparison = {"reference": best_ref["reference"], "verdict": "reference", "epochs": int(winner["epochs"])}
-    write_text_atomic(run_dir / "selection.csv", table.to_csv(index=False))
+    if comparison is not None:
+        by_label = {c.label: c for c in cands}
+        comparison["winner_acc"] = rungs.mean(rungs.at(histories[comparison["winner"]], comparison["epochs"]))
+        comparison["references"] = {by_label[label].reference: {**c, "label": label} for label, c in comparison["references"].items()}
+    chosen = table.set_index("label").loc[chosen_label]
     selected = {"space": settings.space, "arch": json.loads(chosen["arch"]), "accuracy": float(chosen["val_acc"]),
                 "macs": int(chosen["target_macs"]), "params": int(chosen["params"]),
                 "trial": None if pd.isna(chosen["trial"]) else int(chosen["trial"]), "run": str(run_dir),
                 "inherited_acc": None if pd.isna(chosen["inherited_acc"]) else float(chosen["inherited_acc"]),
-                "reference": None if pd.isna(chosen["reference"]) else chosen["reference"], "label": chosen["label"],
+                "reference": None if pd.isna(chosen["reference"]) else chosen["reference"], "label": chosen_label,
                 "split": f"validation (trained alone {int(chosen['epochs'])} epochs, mean of {settings.select_seeds} seeds; "
                          f"the best of {len(table)} candidates)", "comparison": comparison}
+    write_text_atomic(run_dir / "selection.csv", table.to_csv(index=False))
     write_text_atomic(run_dir / "selected.json", json.dumps(selected, indent=2) + "\n")
     write_text_atomic(folder / "section.md", section(table, selected, comparison, settings))
     return {"table": table, "selected": selected, "comparison": comparison}
 
 
 def sentence(selected: dict, comparison: dict | None) -> str:
-    """The report's one line: did the search beat the best reference, tie, or lose."""
+    """The report's one line: did the search's best beat every reference at equal epochs, tie, or lose to one."""
     if comparison is None:
-        return "No reference member of the space fits the limits: the selection had nothing to compare with."
-    ref = comparison["reference"]
-    if comparison["verdict"] == "reference":
-        return f"The search lost to the best reference: {ref} is the most accurate candidate on validation, and it is selected."
-    d, (low, high) = comparison["mean"] * 100, (x * 100 for x in comparison["ci90"])
-    figures = f"{d:+.2f} points [{low:+.2f}, {high:+.2f}] over {comparison['seeds']} seeds at {comparison['epochs']} epochs"
+        return ("No reference member of the space fits the limits: the selection had nothing to compare with." if selected["reference"] is None
+                else f"No searched candidate was trained: {selected['reference']} is selected.")
+    refs = comparison["references"]
+    figures = "; ".join(f"{name} {c['mean'] * 100:+.2f} [{c['ci90'][0] * 100:+.2f}, {c['ci90'][1] * 100:+.2f}]" for name, c in refs.items())
+    seeds = next(iter(refs.values()))["seeds"][0]
+    detail = (f"its best, {comparison['winner']}, minus each reference at {comparison['epochs']} epochs, points of validation accuracy "
+              f"(mean of {seeds} seeds, 90% Dunnett intervals): {figures}")
+    chosen = f"; selected: {selected['label']}" if selected["label"] != comparison["winner"] else ""
     if comparison["verdict"] == "beat":
-        return f"The search beat the best reference, {ref}, on validation: {figures}."
+        return f"The search beat every reference it was compared with: {detail}{chosen}."
     if comparison["verdict"] == "lost":
-        return f"The search lost to the best reference, {ref}, on validation ({figures}); {ref} is selected."
-    return f"The search tied with the best reference, {ref}, on validation: {figures}."
+        behind = [name for name, c in refs.items() if c["ci90"][1] < 0]
+        return f"The search lost to {', '.join(behind)}: {detail}{chosen}."
+    return f"The search tied with the references: {detail}{chosen}."
 
 
 def section(table: pd.DataFrame, selected: dict, comparison: dict | None, settings) -> str:
@@ -278,7 +267,8 @@ def section(table: pd.DataFrame, selected: dict, comparison: dict | None, settin
     shown["target_macs"] = (shown["target_macs"] / 1e9).round(2)
     lines = ["## Selection", "", sentence(selected, comparison), "",
              f"`--select {settings.select}`: {len(table)} candidates trained alone (quick recipe, {settings.select_seeds} seeds in lockstep, "
-             f"epochs allocated by ASHA up to {settings.select_epochs}), scored on the validation split; selected: "
+             f"successive halving, rungs at {', '.join(map(str, rungs.milestones(settings.select_epochs)))} epochs), scored on the validation "
+             f"split; selected: the most accurate at the last rung, "
              f"{selected['label']} (`selected.json`).", "",
              "| candidate | kind | inherited acc | epochs | val acc (mean of seeds) | target GMACs |", "|---|---|---|---|---|---|"]
     for _, r in shown.iterrows():
