@@ -9,15 +9,16 @@
    validation split; the space's references within the limit are its first trials. With --supernet (e.g.
    the ranking benchmark's), that supernet is searched; it must have been trained on the same data.
 2. Its selection stage (`--select K`): the K best distinct architectures by inherited accuracy and the
-   references trained alone (quick recipe, --epochs at the last rung, 2 seeds), epochs allocated by ASHA,
-   the winner chosen on validation (never test): <run>/selected.json.
-3. The selected architecture and every reference at equal or lower target MACs, trained with the same
-   recipe, --seeds seeds each; seeds the selection trained to the last rung are its own trainings, the others
-   are trained here. Validation and test top-1 (test used once, here, for the table).
+   references trained alone (quick recipe, --epochs at the last rung, 3 seeds), successive halving, the
+   winner chosen on validation (never test): <run>/selected.json.
+3. The selected architecture and every reference at equal or lower target MACs, each trained here with the
+   same recipe and --seeds fresh seeds (1000, 1001, ...: none of the selection's, whose scores chose the
+   winner), validation and test top-1 (test used once, here, for the table).
 
-Its last line is the margin of the selected architecture's mean test top-1 over the best of those references
-(the most accurate on test), with its standard error over the seeds. Finished trainings are kept: run it
-again with the same --out to go on after a kill.
+Its last line is the margin of the selected architecture's mean test top-1 over the best of those references,
+the one most accurate on validation (the test split chooses nothing), with the standard error of the paired
+differences over the seeds and their 90% t-interval. Finished trainings are kept: run it again with the same
+--out to go on after a kill.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from nas import runs, search
 from nas.cli import Parser, run_cli
@@ -35,7 +37,6 @@ from nas.data import load_data
 from nas.errors import UserError
 from nas.measure.costs import arch_costs
 from nas.training.recipes import RetrainConfig, resolve_recipe
-from nas.training.checkpoint import RETRAIN_KIND, load_checkpoint
 from nas.training.retrainer import CHECKPOINT, METRICS, Retrainer
 from search_bench import subset_npz
 from search_spaces import Arch, get_reference, get_space, reference_names
@@ -76,28 +77,15 @@ def selected_architecture(args, out: Path, limit: float) -> tuple[Path, dict]:
     return run, json.loads((run / "selected.json").read_text())
 
 
-def train(name: str, arch: Arch, seed: int, run: Path, config: dict, bundle, args, out: Path) -> tuple[dict, str]:
-    """(metrics, where they come from): the selection's own training of this architecture and seed when it reached the
-    last rung (its checkpoint scored now, test included), else a training of the same recipe here."""
-    from nas.searching.selection import SELECT
+FRESH_SEED = 1000  # the compared trainings' first seed: none of the selection's (0, 1, 2, ...)
 
-    settings = runs.read_settings(run, flag="run")
-    settings.run_dir = str(run)
-    for label_dir in (run / SELECT).glob("*/"):
-        history = label_dir / "history.json"
-        if not history.is_file() or json.loads(history.read_text()).get("label") is None:
-            continue
-        folder = label_dir / f"seed{seed}"
-        if (folder / METRICS).is_file() and json.loads((folder / METRICS).read_text())["arch"] == arch.to_dict():
-            return json.loads((folder / METRICS).read_text()), "selection"
-        if (folder / "arch.json").is_file() and Arch.load(folder / "arch.json") == arch and (folder / CHECKPOINT).is_file():
-            if load_checkpoint(folder / CHECKPOINT, kind=RETRAIN_KIND)["epoch"] >= args.epochs:
-                cfg = _config(arch, seed, config, args, folder, name)
-                return Retrainer(cfg, bundle=bundle, log=lambda *_: None).run(), "selection"
+
+def train(name: str, arch: Arch, seed: int, config: dict, bundle, args, out: Path) -> dict:
+    """A training of the recipe here with a fresh seed (kept: a finished one is read back)."""
     folder = out / "retrain" / f"{name}-seed{seed}"
     if (folder / METRICS).is_file():
-        return json.loads((folder / METRICS).read_text()), "here"
-    return Retrainer(_config(arch, seed, config, args, folder, name), bundle=bundle, log=lambda *_: None).run(), "here"
+        return json.loads((folder / METRICS).read_text())
+    return Retrainer(_config(arch, seed, config, args, folder, name), bundle=bundle, log=lambda *_: None).run()
 
 
 def _config(arch: Arch, seed: int, config: dict, args, folder: Path, name: str) -> RetrainConfig:
@@ -131,13 +119,13 @@ def main(argv=None) -> int:
     rows, k, total = [], 0, len(candidates) * args.seeds
     for name, arch in candidates.items():
         costs = arch_costs(arch, space.target)
-        for seed in range(args.seeds):
-            m, source = train(name, arch, seed, run, config, bundle, args, out)
+        for seed in range(FRESH_SEED, FRESH_SEED + args.seeds):
+            m = train(name, arch, seed, config, bundle, args, out)
             k += 1
             rows.append({"architecture": name, "seed": seed, "target_macs": costs.macs, "params": costs.params, "val_acc": m["val_acc"],
-                         "test_acc": m["test_acc"], "train_time_s": m["train_time_s"], "trained": source, "arch": arch.to_json()})
+                         "test_acc": m["test_acc"], "train_time_s": m["train_time_s"], "arch": arch.to_json()})
             print(f"[{k}/{total}] {name} seed {seed}: val {m['val_acc']:.4f}, test {m['test_acc']:.4f} "
-                  f"({m['train_time_s']:.0f}s, trained {'by the selection' if source == 'selection' else 'here'})", flush=True)
+                  f"({m['train_time_s']:.0f}s)", flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "retrain.csv", index=False)
     table = df.groupby("architecture", sort=False).agg(
@@ -152,16 +140,19 @@ def main(argv=None) -> int:
     if not compared:
         print(f"\nno reference has equal or lower target MACs than the selected architecture ({chosen_macs / 1e9:.2f}G): no margin")
         return 0
-    best_ref = table.drop(index="selected")["test_mean"].idxmax()
+    best_ref = table.drop(index="selected")["val_mean"].idxmax()  # chosen on validation: the test split only measures
     paired = df.pivot(index="seed", columns="architecture", values="test_acc")
     diffs = (paired["selected"] - paired[best_ref]) * 100
     margin, margin_se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    half = float(stats.t.ppf(0.95, len(diffs) - 1)) * margin_se
+    ci90 = [margin - half, margin + half]
     (out / "summary.json").write_text(json.dumps({"limit_macs": limit, "selected": selected, "best_reference": best_ref,
-                                                  "margin_points": margin, "margin_standard_error_points": margin_se,
+                                                  "margin_points": margin, "margin_standard_error_points": margin_se, "margin_ci90_points": ci90,
                                                   "table": table.reset_index().to_dict("records"), "settings": vars(args)}, indent=2) + "\n")
     print(f"\nmargin of the selected architecture ({chosen_macs / 1e9:.2f}G MACs) over the best reference at equal or lower MACs, "
-          f"{best_ref} ({table.loc[best_ref, 'target_gmacs']:.2f}G): {margin:+.2f} points of test top-1 (mean of {args.seeds} seeds, "
-          f"standard error of the paired differences {margin_se:.2f} points)")
+          f"{best_ref} ({table.loc[best_ref, 'target_gmacs']:.2f}G, the most accurate on validation): {margin:+.2f} points of test top-1 "
+          f"(mean of {args.seeds} fresh seeds, standard error of the paired differences {margin_se:.2f} points, "
+          f"90% interval [{ci90[0]:+.2f}, {ci90[1]:+.2f}])")
     return 0
 
 
