@@ -327,7 +327,7 @@ def main(argv=None) -> int:
 
 
 def select(settings: SearchSettings, run_dir: Path) -> int:
-    """The selection stage on a finished search: candidates trained alone under ASHA, the winner against the best reference."""
+    """The selection stage on a finished search: candidates trained alone under successive halving, the search's best against the references."""
     from nas.reporting.document import write_report
     from nas.searching.selection import run_selection, sentence
 
