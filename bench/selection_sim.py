@@ -192,7 +192,8 @@ def main(argv=None) -> int:
     print(f"{args.repeats} repeats of {args.searched} searched candidates and {args.references} references, {args.epochs} epochs, "
           f"{args.seeds} seeds (today's: 2); best {args.gap * 100:.1f} points ahead; noise {args.noise}, spread {args.spread}, "
           f"speed {args.speed}, rho {args.rho}; {(time.time() - t0):.0f} s\n")
-    print("| selection | picked the truly best | seed-epochs trained (all to the end: 100%) | reference 2 points ahead reported lost |")
+    print(f"| selection | picked the truly best | seed-epochs trained (all to the end: 100%) | reference {args.gap * 100:.1f} points ahead "
+          f"reported lost |")
     print("|---|---|---|---|")
     for name, how in policies:
         seeds = 2 if how == "today" else args.seeds

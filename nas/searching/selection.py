@@ -251,7 +251,7 @@ def sentence(selected: dict, comparison: dict | None) -> str:
     refs = comparison["references"]
     figures = "; ".join(f"{name} {c['mean'] * 100:+.2f} [{c['ci90'][0] * 100:+.2f}, {c['ci90'][1] * 100:+.2f}]" for name, c in refs.items())
     seeds = next(iter(refs.values()))["seeds"][0]
-    detail = (f"its best, {comparison['winner']}, minus each reference at {comparison['epochs']} epochs, points of validation accuracy "
+    detail = (f"its best, {comparison['winner']}, minus each reference at {comparison['epochs']} epoch{'s' if comparison['epochs'] != 1 else ''}, points of validation accuracy "
               f"(mean of {seeds} seeds, 90% Dunnett intervals): {figures}")
     chosen = f"; selected: {selected['label']}" if selected["label"] != comparison["winner"] else ""
     if comparison["verdict"] == "beat":
