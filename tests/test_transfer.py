@@ -72,3 +72,37 @@ def test_fair_balances_psvit_depths_under_its_total_depth_rule():
     for i, rule in enumerate(space.stages):
         counts = [uses[("depth", i, d)] for d in rule.depths if any(t[i] == d for t in space.depth_tuples())]
         assert min(counts) > 0 and max(counts) <= 1.5 * min(counts), (i, counts)
+
+
+def test_alignment_trains_every_module_the_teacher_did_not_run_towards_the_teachers_outputs():
+    import random
+
+    from nas.measure.costs import extreme_arch
+    from nas.training.supernet_trainer import alignment_loss
+    from supernet import Supernet
+
+    space = get_space("psvit_ext")
+    net = Supernet(space, "proxy")
+    teacher = extreme_arch(space, space.proxy, True)
+    trace = []
+    net(torch.randn(2, 3, 32, 32), teacher, trace)
+    assert [t[1] for t in trace].count("merge") == 3 and len(trace) == 3 + sum(teacher.depths)
+    for _, _, _, x, y, _ in trace:
+        assert x.requires_grad and y.requires_grad
+    net.zero_grad()
+    loss = alignment_loss(net, teacher, trace, "blocks", random.Random(0))
+    loss.backward()
+    assert loss.item() > 0
+    for b, op in enumerate(teacher.merges):  # every other merge gets a gradient, the teacher's own none (its output is the target)
+        for other in space.merges[b]:
+            grads = [p.grad for p in net.stages[b + 1].downsample[other].parameters()]
+            assert all(g is not None for g in grads) == (other != op), (b, other)
+    for i, j, layer in teacher.layers():
+        slot = net.stages[i].blocks[j]
+        own = {id(p) for p in slot[layer.block].parameters()}
+        for block, module in slot.items():
+            got = [p.grad is not None for p in module.parameters() if id(p) not in own]
+            if block != layer.block and got and not (block == "shared" and teacher.stages[i][j - 1].block != "mhsa"):
+                assert any(got), (i, j, block)
+        others = {id(p) for block, module in slot.items() if block != layer.block for p in module.parameters()}
+        assert all(p.grad is None for p in slot[layer.block].parameters() if id(p) not in others), (i, j)  # inputs, targets detached

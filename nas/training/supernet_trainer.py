@@ -49,8 +49,8 @@ class TrainConfig:
     student_labels: float = 0.5  # teacher strategies: a student's loss is this much cross-entropy on the labels, the rest distillation
     label_smoothing: float = 0.1
     clip_grad: float = 1.0
-    align: str = "none"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks
-    align_weight: float = 1.0
+    align: str = "blocks"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks (bench/transfer.py)
+    align_weight: float = 5.0
     seed: int = 0
     val_fraction: float = 0.1
     calib_batches: int = 10
@@ -73,8 +73,6 @@ class TrainConfig:
             raise UserError(f"--student-labels must be between 0 and 1 (the labels' share of a student's loss), got {self.student_labels}")
         if self.align not in ALIGN:
             raise UserError(f"--align {self.align!r} is not known; allowed: {', '.join(ALIGN)}")
-        if self.align != "none" and self.strategy not in TEACHER_STRATEGIES:
-            raise UserError(f"--align {self.align} needs a strategy with a teacher ({', '.join(TEACHER_STRATEGIES)}), not {self.strategy!r}")
         if not 0 <= self.align_weight <= 1e3:
             raise UserError(f"--align-weight must be between 0 and 1000, got {self.align_weight}")
         if self.num_random < 0 or self.calib_batches < 0:
@@ -116,7 +114,7 @@ def student_loss(logits, teacher_logits, y, label_weight: float, label_smoothing
 ALIGN = ("none", "merges", "blocks")
 
 
-def alignment_loss(net, arch, trace: list, align: str, rng: random.Random):
+def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types_per_layer: int | None = None):
     """Block-wise distillation from the teacher's path (`trace`: what its merges and blocks took and gave): every other
     merge operator at a boundary ("merges"), and every other block type at a layer ("blocks": merges too; a random
     legal layer of that type), given the teacher's input, is pulled towards the teacher's output (mean squared error
@@ -131,10 +129,10 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random):
         if kind == "merge":
             outs = [stage.downsample[op](x) for op in space.merges[i - 1] if op != arch.merges[i - 1]]
         elif align == "blocks":
-            slot, rule, outs = stage.blocks[j], space.stages[i], []
-            for block in slot:
-                if block == arch.stages[i][j].block or (reuses_attention(block) and attn is None):
-                    continue
+            slot, rule = stage.blocks[j], space.stages[i]
+            others = [b for b in slot if b != arch.stages[i][j].block and not (reuses_attention(b) and attn is None)]
+            outs = []
+            for block in (others if types_per_layer is None else rng.sample(others, min(types_per_layer, len(others)))):
                 layer = rng.choice([o for o in rule.options() if o.block == block])
                 outs.append(slot[block](x, attn.detach() if attn is not None else None, layer)[0])
         else:
@@ -175,7 +173,7 @@ class Trainer(TrainerBase):
         paths = self.sampler.paths(epoch, step)
         self.path_hash.update("".join(a.key() for a in paths).encode())
         for k, arch in enumerate(paths):
-            trace = [] if k == 0 and cfg.align != "none" else None
+            trace = [] if k == 0 and cfg.align != "none" and cfg.strategy in TEACHER_STRATEGIES else None  # the teacher's path
             with self._autocast():
                 logits = self.model(x, arch, trace)
                 if teacher is not None and cfg.distill:
