@@ -38,7 +38,7 @@ class SearchSettings:
     flops: float | None = None  # MAC limit at the target scale
     params: float | None = None
     latency_ms: float | None = None
-    sampler: str = "tpe"
+    sampler: str = "local"  # local search: lowest regret over 24 NAS-Bench-201 tasks (docs/benchmarks.md, issue 33)
     objectives: tuple[str, ...] = ("acc", "flops")
     trials: int = 100
     seed: int = 0

@@ -1,5 +1,5 @@
 """python -m nas.search --space psvit_ext --flops 4.5G [--params 22M] [--latency 8ms [--device cpu|cuda]]
-    [--sampler tpe|nsga2|random|gp|qmc] [--objectives acc,flops|acc,latency] [--trials N] [--seed S]
+    [--sampler local|tpe|nsga2|random|gp|qmc] [--objectives acc,flops|acc,latency] [--trials N] [--seed S]
     [--data ...] [--supernet results/<run>/supernet.pt] [--address auto] [--gpus-per-trial 0.25]
 python -m nas.search --resume results/<run> [--repair]
 

@@ -93,7 +93,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy)
     (["--params", "22Q"], ["--params: '22Q'"]),
     (["--latency", "fast"], ["--latency: 'fast' is not a latency"]),
     (["--space", "nope", "--flops", "4.5G"], ["unknown space 'nope'", "known spaces: nb201, psvit, psvit_ext"]),
-    (["--flops", "4.5G", "--sampler", "nope"], ["--sampler 'nope' is not known", "tpe, nsga2, random, gp, qmc"]),
+    (["--flops", "4.5G", "--sampler", "nope"], ["--sampler 'nope' is not known", "tpe, local, nsga2, random, gp, qmc"]),
     (["--flops", "4.5G", "--trials", "0"], ["--trials must be at least 1"]),
     (["--flops", "0.001G"], ["no architecture of psvit_ext fits", "the smallest has {smallest_gmacs:.2f}G MACs"]),
     (["--params", "1M"], ["no architecture of psvit_ext fits", "M params"]),
@@ -110,7 +110,7 @@ def test_bad_input(tmp_path, args, fragments):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "qmc", "random"])
+@pytest.mark.parametrize("name", ["tpe", "local", "nsga2", "gp", "qmc", "random"])
 def test_every_sampler_survives_ray_tunes_pickling_and_goes_on_proposing(name):
     """Ray Tune pickles the searcher, sampler included, into its experiment state (Optuna 5.1's NSGA-II holds a lock)."""
     import optuna
@@ -165,7 +165,7 @@ def test_a_resumed_search_knows_the_architectures_evaluated_before_the_kill():
     assert sorted(proposed) == ["b", "d"]
 
 
-@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "qmc", "random"])
+@pytest.mark.parametrize("name", ["tpe", "local", "nsga2", "gp", "qmc", "random"])
 def test_another_seed_proposes_other_architectures(name):
     import optuna
 
