@@ -72,7 +72,7 @@ def test_stratified_spreads_paths_over_mac_bins(ext):
 
 def test_unknown_strategy_or_distribution(ext):
     space, scale = ext
-    with pytest.raises(ValueError, match="unknown sampling strategy 'spos'; allowed: sandwich, sandwich-mixed, fair, uniform, stratified"):
+    with pytest.raises(ValueError, match="unknown sampling strategy 'spos'; allowed: sandwich, sandwich-mixed, sandwich-mixed-student, fair, uniform, stratified"):
         PathSampler(space, scale, "spos")
     with pytest.raises(ValueError, match="unknown path distribution 'flat'; allowed: choice, legal"):
         PathSampler(space, scale, "uniform", dist="flat")

@@ -111,7 +111,7 @@ def test_evaluate_recalibrates_bn_without_changing_the_supernet(tmp_path, data):
 def test_cli_bad_inputs(tmp_path, data):
     assert_user_error(run_main("nas.train_supernet", "--data", f"npz:{tmp_path}/missing.npz", "--out", str(tmp_path / "a")), "does not exist")
     assert_user_error(run_main("nas.train_supernet", "--space", "nope"), "unknown space 'nope'")
-    assert_user_error(run_main("nas.train_supernet", "--strategy", "greedy", "--out", str(tmp_path / "b")), "allowed: sandwich, sandwich-mixed, fair, uniform, stratified")
+    assert_user_error(run_main("nas.train_supernet", "--strategy", "greedy", "--out", str(tmp_path / "b")), "allowed: sandwich, sandwich-mixed, sandwich-mixed-student, fair, uniform, stratified")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")
     assert_user_error(run_main("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
