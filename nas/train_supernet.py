@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-random", type=int, default=d.num_random, help="random paths per sandwich step")
     p.add_argument("--no-distill", action="store_true", help="sandwich without in-place distillation")
     p.add_argument("--align", default=d.align, help="block-wise distillation from the teacher's path of the merges (merges) or of "
-                   "the merges and every block type (blocks, the default) it did not run, or none; with a teacher strategy only")
+                   "the merges and every block type (blocks, the default) it did not run, blocks plus each stage run behind another merge "
+                   "(stages), or none; with a teacher strategy only")
     p.add_argument("--align-weight", type=float, default=d.align_weight, help=f"the alignment loss's weight (default {d.align_weight:g})")
     p.add_argument("--student-labels", type=float, default=d.student_labels,
                    help="share of cross-entropy on the labels in a student path's loss, the rest distillation (default 0.5; 0: distillation only)")

@@ -106,3 +106,31 @@ def test_alignment_trains_every_module_the_teacher_did_not_run_towards_the_teach
                 assert any(got), (i, j, block)
         others = {id(p) for block, module in slot.items() if block != layer.block for p in module.parameters()}
         assert all(p.grad is None for p in slot[layer.block].parameters() if id(p) not in others), (i, j)  # inputs, targets detached
+
+
+def test_stage_swap_alignment_trains_the_other_merges_and_the_teachers_blocks_behind_them():
+    import random
+
+    from nas.measure.costs import extreme_arch
+    from nas.training.supernet_trainer import stage_swap_loss
+    from supernet import Supernet
+
+    space = get_space("psvit_ext")
+    net = Supernet(space, "proxy")
+    teacher = extreme_arch(space, space.proxy, True)
+    trace = []
+    net(torch.randn(2, 3, 32, 32), teacher, trace)
+    net.zero_grad()
+    loss = stage_swap_loss(net, teacher, trace, random.Random(0))
+    loss.backward()
+    assert loss.item() > 0
+    assert all(p.grad is None for p in net.stem.parameters())  # the stage's input is detached
+    assert all(p.grad is None for p in net.stages[0].parameters())
+    for b, op in enumerate(teacher.merges):
+        stage = net.stages[b + 1]
+        assert all(p.grad is None for p in stage.downsample[op].parameters())  # the teacher's merge gives the target only
+        trained = [other for other in space.merges[b] if other != op
+                   and all(p.grad is not None for p in stage.downsample[other].parameters())]
+        assert len(trained) == 1, (b, trained)  # one other operator drawn per boundary
+        for slot, layer in zip(stage.blocks, teacher.stages[b + 1]):
+            assert any(p.grad is not None for p in slot[layer.block].parameters()), (b, layer.block)

@@ -49,7 +49,7 @@ class TrainConfig:
     student_labels: float = 0.5  # teacher strategies: a student's loss is this much cross-entropy on the labels, the rest distillation
     label_smoothing: float = 0.1
     clip_grad: float = 1.0
-    align: str = "blocks"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks (bench/transfer.py)
+    align: str = "blocks"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks, stages (bench/transfer.py)
     align_weight: float = 5.0
     seed: int = 0
     val_fraction: float = 0.1
@@ -111,7 +111,7 @@ def student_loss(logits, teacher_logits, y, label_weight: float, label_smoothing
     return loss
 
 
-ALIGN = ("none", "merges", "blocks")
+ALIGN = ("none", "merges", "blocks", "stages")
 
 
 def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types_per_layer: int | None = None):
@@ -128,7 +128,7 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types
         stage = net.stages[i]
         if kind == "merge":
             outs = [stage.downsample[op](x) for op in space.merges[i - 1] if op != arch.merges[i - 1]]
-        elif align == "blocks":
+        elif align in ("blocks", "stages"):
             slot, rule = stage.blocks[j], space.stages[i]
             others = [b for b in slot if b != arch.stages[i][j].block and not (reuses_attention(b) and attn is None)]
             outs = []
@@ -138,6 +138,27 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types
         else:
             continue
         terms += [F.mse_loss(out.float(), y.float()) / scale for out in outs]
+    loss = torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
+    if align == "stages":
+        loss = loss + stage_swap_loss(net, arch, trace, rng)
+    return loss
+
+
+def stage_swap_loss(net, arch, trace: list, rng: random.Random):
+    """Each stage after a boundary run end to end behind another merge operator (one drawn per boundary), from the
+    teacher's input to that stage, pulled towards the teacher's output of the stage (mean squared error relative to
+    its mean square; input and target detached): the merge and the stage's blocks learn together to hand the next
+    stage what the teacher's merge leads to, whichever merge an architecture has."""
+    space, terms, inputs, outputs = net.space, [], {}, {}
+    for i, kind, j, x, y, attn in trace:
+        if kind == "merge":
+            inputs[i] = x.detach()
+        outputs[i] = y.detach()  # the last entry of stage i is its output
+    for i, x in inputs.items():
+        others = [op for op in space.merges[i - 1] if op != arch.merges[i - 1]]
+        if others:
+            out, y = net.stages[i](x, arch.stages[i], rng.choice(others)).float(), outputs[i].float()
+            terms.append(F.mse_loss(out, y) / (y.pow(2).mean() + 1e-6))
     return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
 
 
