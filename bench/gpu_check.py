@@ -211,6 +211,8 @@ def main(argv=None) -> int:
     report = Report(Path(args.out) if args.out else default, {**environment(args.dry_run), "budget_s": args.budget, "steps": {}})
     print(f"gpu_check ({report.data['mode']}): {report.data.get('gpu', 'cpu')}, torch {report.data['torch']}; "
           f"steps {', '.join(steps)}; figures in {report.path}", flush=True)
+    if args.dry_run:  # the worker's steps and the search run side by side: one thread each, or 2 cores oversubscribe
+        os.environ["OMP_NUM_THREADS"] = "1"
     t0 = time.time()
     deadline = t0 + args.budget
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
