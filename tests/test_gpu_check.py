@@ -39,7 +39,7 @@ def test_dry_run_runs_every_step_on_the_cpu_and_writes_their_figures_to_one_json
     assert "test_cuda.py" in fig["pytest_cuda"]["files"] and fig["pytest_cuda"]["tests"] >= 4
     assert fig["pytest_cuda"]["skipped"] == fig["pytest_cuda"]["tests"]
     assert fig["search"]["trials"] == 2 and fig["search"]["trials_on"] == "cpu" and fig["search"]["devices_line"].startswith("devices:")
-    assert "(1 threads)" in fig["search"]["devices_line"]  # beside the worker's steps: one thread each (2 oversubscribed 2 cores)
+    assert ", 1 threads)" in fig["search"]["devices_line"]  # beside the worker's steps: one thread each (2 oversubscribed 2 cores)
     assert "goals" not in data  # the goals are judged on a GPU run only
     for name in STEPS:
         assert f"== {name}: ok" in proc.stdout
