@@ -27,6 +27,7 @@ import numpy as np
 
 from nas.cli import Parser, run_cli
 from nas.errors import UserError
+from nas.runs import SearchSettings
 from nas.searching import rungs
 
 
@@ -36,7 +37,8 @@ def build_parser() -> Parser:
     p.add_argument("--searched", type=int, default=6, help="the selection's K (--select)")
     p.add_argument("--references", type=int, default=4, help="references within the limits (psvit_ext has 4)")
     p.add_argument("--epochs", type=int, default=10, help="--select-epochs")
-    p.add_argument("--seeds", type=int, default=3, help="--select-seeds of the new selection (today's used 2)")
+    p.add_argument("--seeds", type=int, default=SearchSettings.select_seeds, help="--select-seeds of the new selection (today's used 2)")
+    p.add_argument("--final-seeds", type=int, default=SearchSettings.select_final_seeds, help="--select-final-seeds: seeds at the last rung")
     p.add_argument("--gap", type=float, default=0.02, help="the truly best candidate's lead over the second")
     p.add_argument("--noise", type=float, default=0.0135, help="seed-to-seed std of one training's validation accuracy")
     p.add_argument("--spread", type=float, default=0.0175, help="std of the true accuracies between candidates")
@@ -50,8 +52,9 @@ def build_parser() -> Parser:
 def check(args) -> None:
     if not 1 <= args.repeats <= 1_000_000 or args.searched < 1 or args.references < 1 or not 1 <= args.epochs <= 1000:
         raise UserError("--repeats, --searched, --references and --epochs must be at least 1 (repeats and epochs within reason)")
-    if not 2 <= args.seeds <= 100 or args.concurrent < 1:
-        raise UserError(f"--seeds must be from 2 to 100 and --concurrent at least 1, got {args.seeds} and {args.concurrent}")
+    if not 2 <= args.seeds <= 100 or not args.seeds <= args.final_seeds <= 100 or args.concurrent < 1:
+        raise UserError(f"--seeds must be from 2 to 100, --final-seeds from --seeds to 100 and --concurrent at least 1, "
+                        f"got {args.seeds}, {args.final_seeds} and {args.concurrent}")
     for name in ("gap", "noise", "spread", "speed"):
         if not 0 <= getattr(args, name) < 1:
             raise UserError(f"--{name} must be from 0 to 1 (accuracy is a fraction), got {getattr(args, name)}")
@@ -82,17 +85,20 @@ def trainings(rng, truth: np.ndarray, args, seeds: int) -> np.ndarray:
     return truth[:, None, None] + (curve + speed)[:, :, None] + noise
 
 
-def successive_halving(acc: np.ndarray, labels: list[str], marks: list[int], eta: int) -> tuple[dict, int]:
+def successive_halving(acc: np.ndarray, labels: list[str], schedule: rungs.Schedule) -> tuple[dict, int]:
     """The new selection: histories revealed as nas.searching.rungs.plan asks for them (the order of training is
-    irrelevant to it); returns the histories and the seed-epochs trained."""
-    full = {label: acc[i].tolist() for i, label in enumerate(labels)}
+    irrelevant to it): a candidate sent to a rung gets that rung's epochs and seeds; returns the histories and the
+    seed-epochs trained."""
     histories = {label: [] for label in labels}
     while True:
-        rung, missing = rungs.plan(labels, histories, marks, eta)
+        rung, missing = rungs.plan(labels, histories, schedule)
         if rung is None:
-            return histories, sum(len(h) * acc.shape[2] for h in histories.values())
-        for label in missing:
-            histories[label] = full[label][:marks[rung]]
+            return histories, sum(len(row) for h in histories.values() for row in h)
+        mark = schedule.marks[rung]
+        for i, label in enumerate(labels):
+            if label in missing:
+                seeds = max(schedule.seeds_at(mark), len(histories[label][0]) if histories[label] else 0)
+                histories[label] = acc[i, :mark, :seeds].tolist()
 
 
 class _Trial:
@@ -156,50 +162,52 @@ def main(argv=None) -> int:
     n = args.searched + args.references
     labels = [f"searched-{i}" for i in range(args.searched)] + [f"reference-{i}" for i in range(args.references)]
     kinds = {label: "searched" if label.startswith("searched") else "reference" for label in labels}
-    schedules = {"default": (rungs.RUNGS, rungs.ETA), "2 rungs, eta 2": (2, 2), "2 rungs, eta 3": (2, 3),
-                 "3 rungs, eta 3": (3, 3), "4 rungs, eta 2": (4, 2), "no halving": (1, 2)}
-    policies = [(f"successive halving, {name}: rungs {rungs.milestones(args.epochs, r, e)}", (r, e)) for name, (r, e) in schedules.items()]
+    r, e, s, f = rungs.RUNGS, rungs.ETA, args.seeds, args.final_seeds
+    schedules = {"default": (r, e, s, f), "final rung at --seeds": (r, e, s, s), "2 rungs, eta 2": (2, 2, s, f),
+                 "2 rungs, eta 3": (2, 3, s, f), "3 rungs, eta 3": (3, 3, s, f), "4 rungs, eta 2": (4, 2, s, f),
+                 "no halving, --final-seeds": (1, 2, f, f), "no halving, --seeds": (1, 2, s, s)}
+    policies = [(f"successive halving, {name}: rungs {rungs.milestones(args.epochs, r, e)}, seeds {s}/{f}", rungs.Schedule(args.epochs, s, f, r, e))
+                for name, (r, e, s, f) in schedules.items()]
     policies += [("ASHA, shuffled order, first rung at epochs/2", "asha-shuffled"), ("today: ASHA, grid order, 2 seeds", "today")]
     picked = {name: 0 for name, _ in policies}
     cost = {name: 0 for name, _ in policies}
-    lost = {name: 0 for name, _ in policies if name.startswith(("successive halving, default", "today"))}
+    lost = {name: 0 for name, how in policies if how != "asha-shuffled"}
+    false_lost = {name: 0 for name in lost}  # the search's best truly --gap ahead of every reference, reported lost
     rng = np.random.default_rng(args.seed)
     for _ in range(args.repeats):
-        for scenario in ("best", "lost"):
-            truth = truths(rng, args, None if scenario == "best" else True)
+        for scenario in ("best", "lost", "won"):
+            truth = truths(rng, args, {"best": None, "lost": True, "won": False}[scenario])
             best = labels[int(np.argmax(truth))]
-            acc = trainings(rng, truth, args, args.seeds)
+            acc = trainings(rng, truth, args, max(args.final_seeds, args.seeds))
             for name, how in policies:
-                if scenario == "lost" and name not in lost:
+                if scenario != "best" and name not in lost:
                     continue
                 if how == "today":
                     h, c = asha(rng, acc[:, :, :2], labels, labels, args, max(1, args.epochs // 4))
                     chosen, v = todays_choice(kinds, h)
                 elif how == "asha-shuffled":
-                    h, c = asha(rng, acc, labels, [str(x) for x in rng.permutation(labels)], args, max(1, args.epochs // 2))
+                    h, c = asha(rng, acc[:, :, :args.seeds], labels, [str(x) for x in rng.permutation(labels)], args, max(1, args.epochs // 2))
                     chosen, v = asha_latest(kinds, h), None
                 else:
-                    marks = rungs.milestones(args.epochs, *how)
-                    h, c = successive_halving(acc, labels, marks, how[1])
-                    chosen, epochs = rungs.choose(kinds, h, marks, how[1])
-                    v = rungs.comparison(kinds, h, epochs)["verdict"] if scenario == "lost" else None
+                    h, c = successive_halving(acc, labels, how)
+                    chosen, epochs = rungs.choose(kinds, h, how)
+                    v = rungs.comparison(kinds, h, epochs, how)["verdict"] if scenario != "best" else None
                 if scenario == "best":
                     picked[name] += chosen == best
                     cost[name] += c
-                else:
-                    lost[name] += v in ("lost", "reference")  # today's "reference": its line says the search lost
+                else:  # today's "reference": its line says the search lost
+                    (lost if scenario == "lost" else false_lost)[name] += v in ("lost", "reference")
     full = n * args.epochs
     print(f"{args.repeats} repeats of {args.searched} searched candidates and {args.references} references, {args.epochs} epochs, "
-          f"{args.seeds} seeds (today's: 2); best {args.gap * 100:.1f} points ahead; noise {args.noise}, spread {args.spread}, "
-          f"speed {args.speed}, rho {args.rho}; {(time.time() - t0):.0f} s\n")
-    print(f"| selection | picked the truly best | seed-epochs trained (all to the end: 100%) | reference {args.gap * 100:.1f} points ahead "
-          f"reported lost |")
-    print("|---|---|---|---|")
+          f"{args.seeds} seeds, {args.final_seeds} at the last rung (today's: 2); best {args.gap * 100:.1f} points ahead; noise {args.noise}, "
+          f"spread {args.spread}, speed {args.speed}, rho {args.rho}; {(time.time() - t0):.0f} s\n")
+    print(f"| selection | picked the truly best | seed-epochs trained (all to the end with --seeds: 100%) | reference {args.gap * 100:.1f} "
+          f"points ahead reported lost | the search's best {args.gap * 100:.1f} points ahead reported lost |")
+    print("|---|---|---|---|---|")
     for name, how in policies:
-        seeds = 2 if how == "today" else args.seeds
-        share = cost[name] / args.repeats / (full * seeds) * 100
-        lost_text = f"{lost[name] / args.repeats * 100:.1f}%" if name in lost else ""
-        print(f"| {name} | {picked[name] / args.repeats * 100:.1f}% | {share:.0f}% of {full * seeds} | {lost_text} |")
+        share = cost[name] / args.repeats / (full * (2 if how == "today" else args.seeds)) * 100
+        lost_text = f"{lost[name] / args.repeats * 100:.1f}% | {false_lost[name] / args.repeats * 100:.1f}%" if name in lost else " |"
+        print(f"| {name} | {picked[name] / args.repeats * 100:.1f}% | {share:.0f}% of {full * (2 if how == 'today' else args.seeds)} | {lost_text} |")
     default = policies[0][0]
     print(f"\nreference truly {args.gap * 100:.1f} points ahead of the search's best: reported lost in "
           f"{lost[default] / args.repeats * 100:.1f}% of {args.repeats} repeats (today's: {lost[policies[-1][0]] / args.repeats * 100:.1f}%)")

@@ -78,6 +78,9 @@ def build_parser() -> Parser:
                         "successive halving (rungs decided on all candidates alike), and pick the best on validation: selection.csv, selected.json")
     s.add_argument("--select-epochs", type=int, default=d.select_epochs, help=f"the last rung's epochs (default {d.select_epochs})")
     s.add_argument("--select-seeds", type=int, default=d.select_seeds, help=f"seeds per candidate, at least 2 (default {d.select_seeds})")
+    s.add_argument("--select-final-seeds", type=int, default=None,
+                   help=f"seeds of the candidates at the last rung, where the choice and the verdict are made: at least --select-seeds "
+                        f"(default {d.select_final_seeds}, or --select-seeds where more)")
     return p
 
 
@@ -89,6 +92,10 @@ def check_selection_args(args) -> None:
         raise UserError(f"--select-epochs must be at least 1, got {args.select_epochs}")
     if not 2 <= args.select_seeds <= 100:
         raise UserError(f"--select-seeds must be from 2 to 100 (a comparison over seeds needs two), got {args.select_seeds}")
+    if args.select_final_seeds is None:
+        args.select_final_seeds = max(SearchSettings.select_final_seeds, args.select_seeds)
+    if not args.select_seeds <= args.select_final_seeds <= 100:
+        raise UserError(f"--select-final-seeds must be from --select-seeds ({args.select_seeds}) to 100, got {args.select_final_seeds}")
 
 
 def settings_from_args(args) -> SearchSettings:
@@ -143,7 +150,7 @@ def settings_from_args(args) -> SearchSettings:
         space_file_sha256=space_file_sha256,
         device=args.device, latency_batch=args.latency_batch, latency_threads=args.latency_threads,
         evaluator=args.evaluator, score=args.score, references=not args.no_references, select=args.select or 0,
-        select_epochs=args.select_epochs, select_seeds=args.select_seeds,
+        select_epochs=args.select_epochs, select_seeds=args.select_seeds, select_final_seeds=args.select_final_seeds,
     )
     if settings.address:
         from nas.cluster import check_address
@@ -239,7 +246,8 @@ def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
     run_dir = Path(args.resume)
     settings = runs.read_settings(run_dir)
     given = [a.option_strings[0] for a in parser._actions
-             if a.dest not in ("help", "resume", "repair", "trials", "space_file", "select", "select_epochs", "select_seeds")
+             if a.dest not in ("help", "resume", "repair", "trials", "space_file", "select", "select_epochs", "select_seeds",
+                           "select_final_seeds")
              and getattr(args, a.dest) != a.default]
     if given:
         raise UserError(f"--resume continues a run with the settings it recorded; {given[0]} cannot be changed "
@@ -249,12 +257,13 @@ def resume_settings(args, parser: Parser) -> tuple[SearchSettings, bool]:
     if args.select is not None:
         if parse_evaluator(settings.evaluator)[0] != "supernet":
             raise UserError(f"--select: run {run_dir} was scored by {settings.evaluator}; the selection trains the supernet's candidates")
-        given = (args.select, args.select_epochs, args.select_seeds)
-        recorded = (settings.select, settings.select_epochs, settings.select_seeds)
+        given = (args.select, args.select_epochs, args.select_seeds, args.select_final_seeds)
+        recorded = (settings.select, settings.select_epochs, settings.select_seeds, settings.select_final_seeds)
         if (run_dir / "select").is_dir() and settings.select and given != recorded:
             raise UserError(f"--select: run {run_dir} has a selection started with --select {recorded[0]} --select-epochs {recorded[1]} "
-                            f"--select-seeds {recorded[2]}; resume it with those (or move {run_dir / 'select'} away to start another)")
-        settings.select, settings.select_epochs, settings.select_seeds = given
+                            f"--select-seeds {recorded[2]} --select-final-seeds {recorded[3]}; resume it with those "
+                            f"(or move {run_dir / 'select'} away to start another)")
+        settings.select, settings.select_epochs, settings.select_seeds, settings.select_final_seeds = given
     if settings.space_file:
         runs.load_run_space_file(args.space_file, asdict(settings), run_dir, "--resume")
     elif args.space_file:

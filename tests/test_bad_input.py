@@ -199,6 +199,7 @@ CASES = [
     ("search-out-is-a-file", (*S, "--out", "{a_file}"), "is a file"),
     ("search-select-0", (*S, "--select", "0"), "--select must be at least 1"),
     ("search-select-seeds-1", (*S, "--select", "2", "--select-seeds", "1"), "--select-seeds must be from 2 to 100"),
+    ("search-select-final-seeds-below", (*S, "--select", "2", "--select-final-seeds", "2"), "--select-final-seeds must be from --select-seeds (3) to 100"),
     ("search-evaluator-unknown", (*S, "--evaluator", "oracle"), "--evaluator 'oracle': allowed: supernet"),
     ("search-nb201-without-table", ("nas.search", "--space", "nb201", "--flops", "60M"), "--space nb201 has no supernet"),
     ("search-npz-huge-label", (*S, "--data", "{huge_label_npz}"), "holds the label 1099511627776; labels must be class indices 0 to"),

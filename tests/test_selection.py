@@ -52,44 +52,64 @@ def _h(*per_epoch):  # a history: per epoch the seeds' accuracies
 
 
 def test_a_rung_is_decided_only_when_every_candidate_in_it_has_reported_whatever_the_order():
-    marks = [1, 2, 4]
+    marks = rungs.Schedule(4, 2, 2).marks
+    assert marks == [1, 2, 4]
     full = {"a": _h((.30, .32), (.40, .42), (.50, .50), (.55, .57)), "b": _h((.20, .22), (.30, .30), (.40, .40), (.45, .45)),
             "c": _h((.35, .33), (.38, .40), (.46, .48), (.50, .52)), "d": _h((.10, .12), (.20, .22), (.30, .30), (.35, .35))}
     for order in (["a", "b", "c", "d"], ["d", "c", "b", "a"], ["b", "d", "a", "c"]):
         seen = {"a": full["a"][:1]}  # the first to report passes nothing: the rung waits for the others
-        assert rungs.plan(order, seen, marks) == (0, [x for x in order if x != "a"])
+        assert rungs.plan(order, seen, rungs.Schedule(4, 2, 2)) == (0, [x for x in order if x != "a"])
         seen = {x: full[x][:1] for x in order}
-        assert rungs.plan(order, seen, marks) == (1, ["c", "a"])  # rung 1 means .34 (c), .31 (a), .21 (b), .11 (d)
+        assert rungs.plan(order, seen, rungs.Schedule(4, 2, 2)) == (1, ["c", "a"])  # rung 1 means .34 (c), .31 (a), .21 (b), .11 (d)
         seen.update({x: full[x][:2] for x in ("a", "c")})
-        assert rungs.plan(order, seen, marks) == (2, ["a"])  # rung 2: a .41, c .39
+        assert rungs.plan(order, seen, rungs.Schedule(4, 2, 2)) == (2, ["a"])  # rung 2: a .41, c .39
         seen["a"] = full["a"]
-        assert rungs.plan(order, seen, marks) == (None, ["a"])
-        assert rungs.reached(order, seen, marks) == {"a": 4, "b": 1, "c": 2, "d": 1}
+        assert rungs.plan(order, seen, rungs.Schedule(4, 2, 2)) == (None, ["a"])
+        assert rungs.reached(order, seen, rungs.Schedule(4, 2, 2)) == {"a": 4, "b": 1, "c": 2, "d": 1}
 
 
 def test_rungs_read_histories_at_their_epochs_and_train_only_what_a_new_candidate_lacks():
     # a resumed selection on a run extended with more trials: "old" was trained to 4 epochs by the earlier selection,
     # "new" not at all; the rung at 1 epoch waits for "new" and ranks by epoch 1, not by old's later epochs
-    marks = [1, 2, 4]
+    two = rungs.Schedule(4, 2, 2)
     histories = {"old": _h((.20, .20), (.30, .30), (.60, .60), (.70, .70)), "cut": _h((.25, .25)), "new": []}
-    assert rungs.plan(["old", "cut", "new"], histories, marks) == (0, ["new"])
+    assert rungs.plan(["old", "cut", "new"], histories, two) == (0, ["new"])
     histories["new"] = _h((.40, .40))
-    assert rungs.plan(["old", "cut", "new"], histories, marks) == (1, ["new", "cut"])  # old's .20 at epoch 1 is last
-    assert rungs.reached(["old", "cut", "new"], histories, marks) == {"old": 1, "cut": 1, "new": 1}
+    assert rungs.plan(["old", "cut", "new"], histories, two) == (1, ["new", "cut"])  # old's .20 at epoch 1 is last
+    assert rungs.reached(["old", "cut", "new"], histories, two) == {"old": 1, "cut": 1, "new": 1}
+
+
+def test_the_last_rung_adds_seeds_and_earlier_rungs_rank_on_their_own_seeds_only():
+    plan = rungs.Schedule(4, 2, 4)  # rungs at 1, 2, 4 epochs: 2 seeds, 2 seeds, 4 seeds
+    assert plan.marks == [1, 2, 4] and [plan.seeds_at(m) for m in plan.marks] == [2, 2, 4]
+    labels = ["a", "b", "c"]
+    h = {"a": _h((.30, .30), (.40, .42)), "b": _h((.20, .20), (.35, .37)), "c": _h((.10, .10))}
+    assert rungs.plan(labels, h, plan) == (2, ["a"])  # a and b at rung 2, a's .41 goes on, to 4 epochs with 4 seeds
+    h["a"] = _h((.30, .30), (.40, .42), (.50, .50), (.60, .62))  # 4 epochs with 2 seeds only: not at the last rung yet
+    assert rungs.plan(labels, h, plan) == (2, ["a"]) and rungs.reached(labels, h, plan)["a"] == 2
+    # the added seeds fill every row; two of them far ahead at epoch 2 do not reopen that rung (ranked on seeds 0 and 1)
+    h["b"] = _h((.20, .20, .90, .90), (.35, .37, .90, .90))
+    h["a"] = _h((.30, .30, .31, .29), (.40, .42, .41, .39), (.50, .50, .52, .48), (.60, .62, .64, .66))
+    assert rungs.plan(labels, h, plan) == (None, ["a"]) and rungs.reached(labels, h, plan) == {"a": 4, "b": 2, "c": 1}
+    chosen, epochs = rungs.choose({"a": "searched", "b": "reference", "c": "reference"}, h, plan)
+    assert chosen == "a" and rungs.at(h["a"], 4, plan.seeds_at(4)) == [.60, .62, .64, .66] and rungs.at(h["b"], 2, 2) == [.35, .37]
+    c = rungs.comparison({"a": "searched", "b": "reference", "c": "reference"}, h, epochs, plan)
+    assert c["epochs"] == 2 and c["references"]["b"]["seeds"] == [2, 2]  # at rung 2: its two seeds, not b's four
+    assert c["references"]["b"]["mean"] == pytest.approx(0.05)
 
 
 def test_the_winner_is_compared_with_every_reference_at_the_last_rung_at_equal_epochs():
     from scipy import stats
 
-    marks = [1, 2, 4]
+    three = rungs.Schedule(4, 3, 3)
     kinds = {"trial-1": "searched", "trial-2": "searched", "trial-3": "searched", "reference-x": "reference", "reference-y": "reference"}
     h = {"trial-1": _h((.50, .52, .51), (.55, .57, .56), (.60, .61, .62), (.60, .62, .61)),
          "trial-2": _h((.10, .10, .10)), "trial-3": _h((.12, .12, .12)),
          "reference-x": _h((.46, .47, .48), (.45, .46, .47), (.50, .52, .51), (.40, .41, .42)),
          "reference-y": _h((.45, .45, .45), (.44, .44, .44), (.50, .50, .50), (.52, .50, .51))}
-    chosen, epochs = rungs.choose(kinds, h, marks)  # 5 candidates at 1 epoch, 3 at 2, 2 at 4
+    chosen, epochs = rungs.choose(kinds, h, three)  # 5 candidates at 1 epoch, 3 at 2, 2 at 4
     assert chosen == "trial-1" and epochs == {"trial-1": 4, "trial-2": 1, "trial-3": 1, "reference-x": 4, "reference-y": 2}
-    c = rungs.comparison(kinds, h, epochs)
+    c = rungs.comparison(kinds, h, epochs, three)
     assert c["winner"] == "trial-1" and c["epochs"] == 4 and list(c["references"]) == ["reference-x"]  # y stopped at 2
     x = c["references"]["reference-x"]
     half = stats.t.ppf(0.95, 4) * 0.01 * (2 / 3) ** 0.5  # one reference: Dunnett is the pooled two-sample t, df 2 x (3 - 1)
@@ -114,7 +134,8 @@ def test_the_verdict_can_fire_with_three_seeds_at_the_measured_noise():
 
 def _select_args(toy, run, *extra):
     return ["--space-file", SPACE_FILE, "--space", "tiny_ext", "--flops", "2.3G", "--trials", "6", "--epochs", "1", "--data", toy,
-            "--out", str(run), "--select", "2", "--select-epochs", "4", "--select-seeds", "2", *extra]
+            "--out", str(run), "--select", "2", "--select-epochs", "4", "--select-seeds", "2",
+            "--select-final-seeds", "3", *extra]
 
 
 @pytest.mark.slow
@@ -130,7 +151,7 @@ def test_selection_trains_the_best_and_the_references_by_successive_halving_and_
     assert before  # some candidate had trained an epoch
 
     resumed = run_module("nas.search", "--resume", str(run), "--space-file", SPACE_FILE, "--select", "2", "--select-epochs", "4",
-                         "--select-seeds", "2", cwd=tmp_path)
+                         "--select-seeds", "2", "--select-final-seeds", "3", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "selection: resuming" in resumed.stdout
     table = pd.read_csv(run / "selection.csv")
@@ -143,8 +164,10 @@ def test_selection_trains_the_best_and_the_references_by_successive_halving_and_
     assert (table["epochs"] >= 1).all()
     for label, epochs in zip(table["label"], table["epochs"]):
         history = json.loads((run / "select" / label / "history.json").read_text())["val_acc"]
-        assert len(history) == epochs and all(len(accs) == 2 for accs in history)  # two seeds at every rung
-        for seed in (0, 1):
+        seeds = 3 if epochs == 4 else 2  # two seeds at every rung, three at the last (the added seed caught up)
+        assert len(history) == epochs and all(len(accs) == seeds for accs in history)
+        assert json.loads(table.set_index("label").loc[label, "seed_val_acc"]) == history[-1]
+        for seed in range(seeds):
             log = pd.read_csv(run / "select" / label / f"seed{seed}" / "train_log.csv")
             assert list(log["epoch"]) == list(range(1, epochs + 1))  # resumed, never trained twice
     selected = json.loads((run / "selected.json").read_text())

@@ -5,10 +5,10 @@ feasible architectures by inherited accuracy and the feasible reference members 
 run's recipe (`quick`, the run's data, split and proxy scale), every candidate with `select_seeds` seeds in
 lockstep, under successive halving (`rungs.py`): every candidate is trained to the first rung (select_epochs / 4),
 and once all of them have reported there the better half goes on to the next (select_epochs / 2), and so on to
-`select_epochs`; Ray Tune runs each rung's trainings. The selected architecture is the most accurate on validation
-(mean over its seeds) at the last rung; the search's best is compared with every reference at equal epochs (the
-deepest rung both reached) by Dunnett's test, 90% simultaneous intervals: beat, tied or lost. The test split is never
-looked at.
+`select_epochs`, where the few candidates left get `select_final_seeds` seeds; Ray Tune runs each rung's trainings.
+The selected architecture is the most accurate on validation (mean over its seeds) at the last rung; the search's best
+is compared with every reference at equal epochs (the deepest rung both reached) by Dunnett's test, 90% simultaneous
+intervals: beat, tied or lost. The test split is never looked at.
 
 Written to <run>/select/: one folder per candidate (a checkpoint per seed, history.json with every epoch's
 validation accuracy per seed), Ray Tune's experiments (tune/); then <run>/selection.csv, <run>/selected.json (a
@@ -81,7 +81,11 @@ def candidates(run_dir: Path, settings, k: int) -> list[Candidate]:
     return out
 
 
-def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path):
+def schedule(settings) -> rungs.Schedule:
+    return rungs.Schedule(settings.select_epochs, settings.select_seeds, settings.select_final_seeds)
+
+
+def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path, seeds: int):
     """One RetrainConfig per seed of a candidate: the run's recipe (quick), data, split and proxy scale."""
     from nas.training.recipes import RetrainConfig, resolve_recipe
     from nas.training.retrainer import CHECKPOINT
@@ -89,7 +93,7 @@ def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path
     knobs = resolve_recipe("quick", {"epochs": settings.select_epochs})
     split_seed, val_fraction = runs.data_split(config)
     cfgs = []
-    for seed in range(settings.select_seeds):
+    for seed in range(seeds):
         out = folder / candidate.label / f"seed{seed}"
         cfgs.append(RetrainConfig(space=settings.space, arch=candidate.arch.to_dict(), data=settings.data, seed=seed, split_seed=split_seed,
                                   val_fraction=val_fraction, custom_scale=config.get("proxy_scale"), recipe="quick", **knobs,
@@ -102,16 +106,18 @@ def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path
 
 
 def train_candidate(config: dict, candidates_by_label: dict, settings, run_config: dict, bundle) -> None:
-    """Ray Tune trainable: one candidate's seeds trained an epoch at a time up to config["until"] (its rung), each
-    epoch's mean validation accuracy reported. Its trainers resume from their own checkpoints, so a candidate already
-    there reports nothing."""
+    """Ray Tune trainable: one candidate's config["seeds"] seeds trained an epoch at a time up to config["until"] (its
+    rung), the seeds behind first (a seed added at the last rung catches up), each epoch's mean validation accuracy
+    reported. Its trainers resume from their own checkpoints, so a candidate already there reports nothing. history.json
+    holds per epoch the accuracies of the seeds that reached it, in seed order."""
     from ray import tune
 
     from nas.training.retrainer import Retrainer
 
     candidate = candidates_by_label[config["candidate"]]
     folder = Path(settings.run_dir) / SELECT
-    trainers = [Retrainer(cfg, bundle=bundle, log=lambda *_: None) for cfg in candidate_configs(candidate, settings, run_config, folder)]
+    trainers = [Retrainer(cfg, bundle=bundle, log=lambda *_: None)
+                for cfg in candidate_configs(candidate, settings, run_config, folder, config["seeds"])]
     history_path = folder / candidate.label / HISTORY
     while min(t.epoch for t in trainers) < config["until"]:
         epoch = min(t.epoch for t in trainers)
@@ -119,7 +125,7 @@ def train_candidate(config: dict, candidates_by_label: dict, settings, run_confi
             if t.epoch == epoch:
                 t.run_epoch()
         accs = [float(t.history[epoch]["val_acc"]) for t in trainers]
-        history = [[float(t.history[e]["val_acc"]) for t in trainers] for e in range(epoch + 1)]
+        history = [[float(t.history[e]["val_acc"]) for t in trainers if t.epoch > e] for e in range(max(t.epoch for t in trainers))]
         write_text_atomic(history_path, json.dumps({"label": candidate.label, "val_acc": history}) + "\n")
         tune.report({"epoch": epoch + 1, "val_acc": sum(accs) / len(accs), "seed_val_acc": accs, "candidate": candidate.label})
 
@@ -145,10 +151,12 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
     bundle = load_data(settings.data, img_size=scale.get("img_size"), seed=split_seed, val_fraction=val_fraction)
     folder = run_dir / SELECT
     folder.mkdir(parents=True, exist_ok=True)
-    marks = rungs.milestones(settings.select_epochs)
+    plan = schedule(settings)
+    marks = plan.marks
     labels = [c.label for c in cands]
     log(f"selection: {len(cands)} candidates ({sum(c.kind == 'reference' for c in cands)} references), {settings.select_seeds} seeds each, "
-        f"successive halving, rungs at {', '.join(map(str, marks))} epochs (the better 1/{rungs.ETA} of a rung goes on); folder {folder}")
+        f"successive halving, rungs at {', '.join(map(str, marks))} epochs (the better 1/{rungs.ETA} of a rung goes on, "
+        f"{settings.select_final_seeds} seeds at the last); folder {folder}")
     if any(_histories(cands, folder).values()):
         log(f"selection: resuming {folder}")
     ray = start_ray(settings.address)
@@ -159,12 +167,13 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
                              bundle=bundle),
         {"cpu": 1, "gpu": gpus})
     while True:
-        rung, missing = rungs.plan(labels, _histories(cands, folder), marks)
+        rung, missing = rungs.plan(labels, _histories(cands, folder), plan)
         if rung is None:
             break
-        log(f"selection: rung {rung + 1} of {len(marks)}: {len(missing)} candidates to {marks[rung]} epochs")
+        seeds = plan.seeds_at(marks[rung])
+        log(f"selection: rung {rung + 1} of {len(marks)}: {len(missing)} candidates to {marks[rung]} epochs, {seeds} seeds")
         tuner = tune.Tuner(
-            trainable, param_space={"candidate": tune.grid_search(missing), "until": marks[rung]},
+            trainable, param_space={"candidate": tune.grid_search(missing), "until": marks[rung], "seeds": seeds},
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False,
                                         max_concurrent_trials=max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))),
             run_config=tune.RunConfig(name=f"rung{rung + 1}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str((folder / "tune").resolve()),
@@ -209,17 +218,17 @@ def summarize(cands: list[Candidate], settings, run_dir: Path) -> dict:
     """selection.csv, selected.json and section.md from the candidates' histories, read at the rungs they reached."""
     folder = run_dir / SELECT
     histories = _histories(cands, folder)
-    marks = rungs.milestones(settings.select_epochs)
+    plan = schedule(settings)
     kinds = {c.label: c.kind for c in cands}
-    if all(len(h) < marks[0] for h in histories.values()):
+    if all(len(h) < plan.marks[0] for h in histories.values()):
         raise RunFailed(f"the selection trained no candidate to its first rung (see {folder}/tune)")
-    chosen_label, epochs = rungs.choose(kinds, histories, marks)
-    comparison = rungs.comparison(kinds, histories, epochs)
+    chosen_label, epochs = rungs.choose(kinds, histories, plan)
+    comparison = rungs.comparison(kinds, histories, epochs, plan)
     space = get_space(settings.space)
     rows = []
     for c in cands:
         e = epochs[c.label]
-        seeds = rungs.at(histories[c.label], e) if e else []
+        seeds = rungs.at(histories[c.label], e, plan.seeds_at(e)) if e else []
         costs = arch_costs(c.arch, space.target)
         rows.append({"label": c.label, "kind": c.kind, "reference": c.reference, "trial": c.trial, "inherited_acc": c.inherited_acc,
                      "epochs": e, "val_acc": rungs.mean(seeds) if seeds else float("nan"), "seed_val_acc": json.dumps(seeds),
@@ -227,7 +236,7 @@ def summarize(cands: list[Candidate], settings, run_dir: Path) -> dict:
     table = pd.DataFrame(rows).sort_values(["epochs", "val_acc", "inherited_acc"], ascending=False, kind="stable", na_position="last")
     if comparison is not None:
         by_label = {c.label: c for c in cands}
-        comparison["winner_acc"] = rungs.mean(rungs.at(histories[comparison["winner"]], comparison["epochs"]))
+        comparison["winner_acc"] = rungs.mean(rungs.at(histories[comparison["winner"]], comparison["epochs"], plan.seeds_at(comparison["epochs"])))
         comparison["references"] = {by_label[label].reference: {**c, "label": label} for label, c in comparison["references"].items()}
     chosen = table.set_index("label").loc[chosen_label]
     selected = {"space": settings.space, "arch": json.loads(chosen["arch"]), "accuracy": float(chosen["val_acc"]),
@@ -235,7 +244,7 @@ def summarize(cands: list[Candidate], settings, run_dir: Path) -> dict:
                 "trial": None if pd.isna(chosen["trial"]) else int(chosen["trial"]), "run": str(run_dir),
                 "inherited_acc": None if pd.isna(chosen["inherited_acc"]) else float(chosen["inherited_acc"]),
                 "reference": None if pd.isna(chosen["reference"]) else chosen["reference"], "label": chosen_label,
-                "split": f"validation (trained alone {int(chosen['epochs'])} epochs, mean of {settings.select_seeds} seeds; "
+                "split": f"validation (trained alone {int(chosen['epochs'])} epochs, mean of {plan.seeds_at(int(chosen['epochs']))} seeds; "
                          f"the best of {len(table)} candidates)", "comparison": comparison}
     write_text_atomic(run_dir / "selection.csv", table.to_csv(index=False))
     write_text_atomic(run_dir / "selected.json", json.dumps(selected, indent=2) + "\n")
@@ -267,7 +276,8 @@ def section(table: pd.DataFrame, selected: dict, comparison: dict | None, settin
     shown["target_macs"] = (shown["target_macs"] / 1e9).round(2)
     lines = ["## Selection", "", sentence(selected, comparison), "",
              f"`--select {settings.select}`: {len(table)} candidates trained alone (quick recipe, {settings.select_seeds} seeds in lockstep, "
-             f"successive halving, rungs at {', '.join(map(str, rungs.milestones(settings.select_epochs)))} epochs), scored on the validation "
+             f"successive halving, rungs at {', '.join(map(str, schedule(settings).marks))} epochs, {settings.select_final_seeds} seeds at the "
+             f"last), scored on the validation "
              f"split; selected: the most accurate at the last rung, "
              f"{selected['label']} (`selected.json`).", "",
              "| candidate | kind | inherited acc | epochs | val acc (mean of seeds) | target GMACs |", "|---|---|---|---|---|---|"]
