@@ -1,5 +1,6 @@
 """References as the first trials; the selection stage: its successive halving and statistics on known inputs, and a run on the tiny space."""
 import json
+import re
 import subprocess
 import sys
 
@@ -154,6 +155,9 @@ def test_selection_trains_the_best_and_the_references_by_successive_halving_and_
                          "--select-seeds", "2", "--select-final-seeds", "3", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "selection: resuming" in resumed.stdout
+    rung_sizes = [int(n) for n in re.findall(r"selection: rung \d+ of \d+: (\d+) candidates", resumed.stdout)]
+    done = [(int(i), int(n)) for i, n in re.findall(r"done \((\d+)/(\d+) candidates\)", resumed.stdout)]
+    assert done == [(i, n) for n in rung_sizes for i in range(1, n + 1)]  # each rung counts its finished trainings 1..n
     table = pd.read_csv(run / "selection.csv")
     feasible = trials[trials["feasible"] & (trials["status"] == "ok")].sort_values("acc", ascending=False).drop_duplicates("arch")
     best_two = {f"trial-{t}" if p.startswith("sampler") else "reference-tiny_small"

@@ -193,6 +193,7 @@ def progress_callback(total: int, settings):
     class Progress(Callback):
         def __init__(self):
             self.t0 = time.time()
+            self.done = 0
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             seeds = ", ".join(f"{a:.3f}" for a in result["seed_val_acc"])
@@ -200,8 +201,9 @@ def progress_callback(total: int, settings):
                   f"(seeds {seeds}) | {(time.time() - self.t0) / 60:.1f} min", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            print(f"selection: {trial.config['candidate']} done ({done}/{total} candidates)", flush=True)
+            # Ray sets the trial's status after this callback, so the count is kept here.
+            self.done += 1
+            print(f"selection: {trial.config['candidate']} done ({self.done}/{total} candidates)", flush=True)
 
     return Progress()
 
