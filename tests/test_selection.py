@@ -142,8 +142,9 @@ def _select_args(toy, run, *extra):
 @pytest.mark.slow
 def test_selection_trains_the_best_and_the_references_by_successive_halving_and_resumes_after_a_kill(tmp_path, toy):
     run = tmp_path / "run"
-    # killed at the selection's first reported epoch: the search is finished, the selection under way
-    kill_at_line(["nas.search", *_select_args(toy, run)], "selection: trial-", cwd=tmp_path)
+    # killed at the selection's first reported epoch: the search is finished, the selection under way. The run folder is
+    # given relative to the working directory, as `results/<run>` is by default (Ray Tune runs trainables elsewhere).
+    kill_at_line(["nas.search", *_select_args(toy, "run")], "selection: trial-", cwd=tmp_path)
     trials = pd.read_csv(run / "trials.csv")
     assert trials.loc[0, "proposed_by"] == "reference:tiny_small"
     assert (trials.loc[1:, "proposed_by"] == f"sampler:{SearchSettings.sampler}").all()  # the default sampler
@@ -151,7 +152,7 @@ def test_selection_trains_the_best_and_the_references_by_successive_halving_and_
     before = {p.parent.parent.name for p in (run / "select").glob("*/seed*/checkpoint.pt")}
     assert before  # some candidate had trained an epoch
 
-    resumed = run_module("nas.search", "--resume", str(run), "--space-file", SPACE_FILE, "--select", "2", "--select-epochs", "4",
+    resumed = run_module("nas.search", "--resume", "run", "--space-file", SPACE_FILE, "--select", "2", "--select-epochs", "4",
                          "--select-seeds", "2", "--select-final-seeds", "3", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "selection: resuming" in resumed.stdout

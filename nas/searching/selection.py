@@ -105,17 +105,18 @@ def candidate_configs(candidate: Candidate, settings, config: dict, folder: Path
     return cfgs
 
 
-def train_candidate(config: dict, candidates_by_label: dict, settings, run_config: dict, bundle) -> None:
+def train_candidate(config: dict, candidates_by_label: dict, settings, run_config: dict, bundle, folder: str) -> None:
     """Ray Tune trainable: one candidate's config["seeds"] seeds trained an epoch at a time up to config["until"] (its
     rung), the seeds behind first (a seed added at the last rung catches up), each epoch's mean validation accuracy
     reported. Its trainers resume from their own checkpoints, so a candidate already there reports nothing. history.json
-    holds per epoch the accuracies of the seeds that reached it, in seed order."""
+    holds per epoch the accuracies of the seeds that reached it, in seed order. `folder` is absolute: Ray Tune runs a
+    trainable in a working directory of its own."""
     from ray import tune
 
     from nas.training.retrainer import Retrainer
 
     candidate = candidates_by_label[config["candidate"]]
-    folder = Path(settings.run_dir) / SELECT
+    folder = Path(folder)
     trainers = [Retrainer(cfg, bundle=bundle, log=lambda *_: None)
                 for cfg in candidate_configs(candidate, settings, run_config, folder, config["seeds"])]
     history_path = folder / candidate.label / HISTORY
@@ -164,12 +165,16 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
     gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0  # a candidate's seeds train on one GPU where there are GPUs
     trainable = tune.with_resources(
         tune.with_parameters(train_candidate, candidates_by_label={c.label: c for c in cands}, settings=settings, run_config=config,
-                             bundle=bundle),
+                             bundle=bundle, folder=str(folder.resolve())),
         {"cpu": 1, "gpu": gpus})
+    last = None
     while True:
         rung, missing = rungs.plan(labels, _histories(cands, folder), plan)
         if rung is None:
             break
+        if (rung, missing) == last:  # the rung's trainings ran but left nothing here: never train it again and again
+            raise RunFailed(f"the selection's rung {rung + 1}: the trainings of {', '.join(missing)} wrote no history to {folder}")
+        last = (rung, missing)
         seeds = plan.seeds_at(marks[rung])
         log(f"selection: rung {rung + 1} of {len(marks)}: {len(missing)} candidates to {marks[rung]} epochs, {seeds} seeds")
         tuner = tune.Tuner(
