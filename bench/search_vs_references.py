@@ -11,11 +11,12 @@
 2. Its selection stage (`--select K`): the K best distinct architectures by inherited accuracy and the
    references trained alone (quick recipe, --epochs at the last rung, 3 seeds), successive halving, the
    winner chosen on validation (never test): <run>/selected.json.
-3. The selected architecture and every reference at equal or lower target MACs, each trained here with the
-   same recipe and --seeds fresh seeds (1000, 1001, ...: none of the selection's, whose scores chose the
-   winner), validation and test top-1 (test used once, here, for the table).
+3. The selected architecture (where the selection chose a reference: the search's best, the searched candidate
+   the selection compared with the references) and every reference at equal or lower target MACs, each trained
+   here with the same recipe and --seeds fresh seeds (1000, 1001, ...: none of the selection's, whose scores
+   chose the winner), validation and test top-1 (test used once, here, for the table).
 
-Its last line is the margin of the selected architecture's mean test top-1 over the best of those references,
+Its last line is the margin of that searched architecture's mean test top-1 over the best of those references,
 the one most accurate on validation (the test split chooses nothing), with the standard error of the paired
 differences over the seeds and their 90% t-interval. Finished trainings are kept: run it again with the same
 --out to go on after a kill.
@@ -77,6 +78,19 @@ def selected_architecture(args, out: Path, limit: float) -> tuple[Path, dict]:
     return run, json.loads((run / "selected.json").read_text())
 
 
+def searched_architecture(run: Path, selected: dict) -> tuple[str, Arch]:
+    """The searched architecture to compare and its name: the selected one, or where the selection chose a reference,
+    the search's best (the searched candidate its comparison was made with: the deepest rung, then validation)."""
+    if not selected.get("reference"):
+        print(f"selected {selected['label']} ({selected['split']})", flush=True)
+        return "selected", Arch.from_dict(selected["arch"])
+    table = pd.read_csv(run / "selection.csv")
+    best = table[table["kind"] == "searched"].sort_values(["epochs", "val_acc"], ascending=False).iloc[0]
+    print(f"the selection chose the reference {selected['reference']} ({selected['split']}); compared instead: the search's best, "
+          f"{best['label']} (validation {best['val_acc']:.4f} at {best['epochs']} epochs in the selection)", flush=True)
+    return f"searched-{best['label']}", Arch.from_json(best["arch"])
+
+
 FRESH_SEED = 1000  # the compared trainings' first seed: none of the selection's (0, 1, 2, ...)
 
 
@@ -107,15 +121,14 @@ def main(argv=None) -> int:
     limit = min(max(arch_costs(a, space.target).macs for a in refs.values()), 4.5e9)
     out = Path(args.out or f"results/search-vs-references-{time.strftime('%Y%m%d-%H%M%S')}")
     run, selected = selected_architecture(args, out, limit)
-    chosen = Arch.from_dict(selected["arch"])
+    ours, chosen = searched_architecture(run, selected)
     chosen_macs = arch_costs(chosen, space.target).macs
     compared = {n: a for n, a in refs.items() if arch_costs(a, space.target).macs <= chosen_macs and a != chosen}
-    print(f"selected {selected['label']} ({chosen_macs / 1e9:.2f}G MACs; {selected['split']}); references at equal or lower MACs: "
-          f"{', '.join(compared) or 'none'}", flush=True)
+    print(f"{ours} ({chosen_macs / 1e9:.2f}G MACs); references at equal or lower MACs: {', '.join(compared) or 'none'}", flush=True)
     config = runs.read_config(run, flag="run")
     split_seed, val_fraction = runs.data_split(config)
     bundle = load_data(config["settings"]["data"], img_size=config["proxy_scale"]["img_size"], seed=split_seed, val_fraction=val_fraction)
-    candidates = {"selected": chosen, **compared}
+    candidates = {ours: chosen, **compared}
     rows, k, total = [], 0, len(candidates) * args.seeds
     for name, arch in candidates.items():
         costs = arch_costs(arch, space.target)
@@ -138,18 +151,18 @@ def main(argv=None) -> int:
         print(f"| {name} | {r.target_gmacs:.2f} | {r.params_m:.1f} | {r.val_mean:.4f} ± {r.val_std:.4f} | {r.test_mean:.4f} ± {r.test_std:.4f} |")
     table.to_csv(out / "table.csv")
     if not compared:
-        print(f"\nno reference has equal or lower target MACs than the selected architecture ({chosen_macs / 1e9:.2f}G): no margin")
+        print(f"\nno reference has equal or lower target MACs than {ours} ({chosen_macs / 1e9:.2f}G): no margin")
         return 0
-    best_ref = table.drop(index="selected")["val_mean"].idxmax()  # chosen on validation: the test split only measures
+    best_ref = table.drop(index=ours)["val_mean"].idxmax()  # chosen on validation: the test split only measures
     paired = df.pivot(index="seed", columns="architecture", values="test_acc")
-    diffs = (paired["selected"] - paired[best_ref]) * 100
+    diffs = (paired[ours] - paired[best_ref]) * 100
     margin, margin_se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
     half = float(stats.t.ppf(0.95, len(diffs) - 1)) * margin_se
     ci90 = [margin - half, margin + half]
-    (out / "summary.json").write_text(json.dumps({"limit_macs": limit, "selected": selected, "best_reference": best_ref,
+    (out / "summary.json").write_text(json.dumps({"limit_macs": limit, "selected": selected, "compared": ours, "best_reference": best_ref,
                                                   "margin_points": margin, "margin_standard_error_points": margin_se, "margin_ci90_points": ci90,
                                                   "table": table.reset_index().to_dict("records"), "settings": vars(args)}, indent=2) + "\n")
-    print(f"\nmargin of the selected architecture ({chosen_macs / 1e9:.2f}G MACs) over the best reference at equal or lower MACs, "
+    print(f"\nmargin of {ours} ({chosen_macs / 1e9:.2f}G MACs) over the best reference at equal or lower MACs, "
           f"{best_ref} ({table.loc[best_ref, 'target_gmacs']:.2f}G, the most accurate on validation): {margin:+.2f} points of test top-1 "
           f"(mean of {args.seeds} fresh seeds, standard error of the paired differences {margin_se:.2f} points, "
           f"90% interval [{ci90[0]:+.2f}, {ci90[1]:+.2f}])")
