@@ -80,15 +80,17 @@ def selected_architecture(args, out: Path, limit: float) -> tuple[Path, dict]:
 
 def searched_architecture(run: Path, selected: dict) -> tuple[str, Arch]:
     """The searched architecture to compare and its name: the selected one, or where the selection chose a reference,
-    the search's best (the searched candidate its comparison was made with: the deepest rung, then validation)."""
+    the search's best that the selection compared with the references (selected.json's comparison)."""
     if not selected.get("reference"):
         print(f"selected {selected['label']} ({selected['split']})", flush=True)
         return "selected", Arch.from_dict(selected["arch"])
-    table = pd.read_csv(run / "selection.csv")
-    best = table[table["kind"] == "searched"].sort_values(["epochs", "val_acc"], ascending=False).iloc[0]
+    winner = (selected.get("comparison") or {}).get("winner")
+    if winner is None:
+        raise UserError(f"{run}: the selection chose the reference {selected['reference']} and compared no searched candidate")
+    row = pd.read_csv(run / "selection.csv").set_index("label").loc[winner]
     print(f"the selection chose the reference {selected['reference']} ({selected['split']}); compared instead: the search's best, "
-          f"{best['label']} (validation {best['val_acc']:.4f} at {best['epochs']} epochs in the selection)", flush=True)
-    return f"searched-{best['label']}", Arch.from_json(best["arch"])
+          f"{winner} (validation {row['val_acc']:.4f} at {row['epochs']} epochs in the selection)", flush=True)
+    return f"searched-{winner}", Arch.from_json(row["arch"])
 
 
 FRESH_SEED = 1000  # the compared trainings' first seed: none of the selection's (0, 1, 2, ...)

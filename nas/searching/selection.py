@@ -109,8 +109,7 @@ def train_candidate(config: dict, candidates_by_label: dict, settings, run_confi
     """Ray Tune trainable: one candidate's config["seeds"] seeds trained an epoch at a time up to config["until"] (its
     rung), the seeds behind first (a seed added at the last rung catches up), each epoch's mean validation accuracy
     reported. Its trainers resume from their own checkpoints, so a candidate already there reports nothing. history.json
-    holds per epoch the accuracies of the seeds that reached it, in seed order. `folder` is absolute: Ray Tune runs a
-    trainable in a working directory of its own."""
+    holds per epoch the accuracies of the seeds that reached it, in seed order."""
     from ray import tune
 
     from nas.training.retrainer import Retrainer
@@ -150,7 +149,7 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
     split_seed, val_fraction = runs.data_split(config)
     scale = config.get("proxy_scale") or {}
     bundle = load_data(settings.data, img_size=scale.get("img_size"), seed=split_seed, val_fraction=val_fraction)
-    folder = run_dir / SELECT
+    folder = (run_dir / SELECT).resolve()  # absolute: Ray Tune runs the trainable in a working directory of its own
     folder.mkdir(parents=True, exist_ok=True)
     plan = schedule(settings)
     marks = plan.marks
@@ -165,7 +164,7 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
     gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0  # a candidate's seeds train on one GPU where there are GPUs
     trainable = tune.with_resources(
         tune.with_parameters(train_candidate, candidates_by_label={c.label: c for c in cands}, settings=settings, run_config=config,
-                             bundle=bundle, folder=str(folder.resolve())),
+                             bundle=bundle, folder=str(folder)),
         {"cpu": 1, "gpu": gpus})
     last = None
     while True:
@@ -181,7 +180,7 @@ def run_selection(settings, run_dir: Path, log=_say) -> dict:
             trainable, param_space={"candidate": tune.grid_search(missing), "until": marks[rung], "seeds": seeds},
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False,
                                         max_concurrent_trials=max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))),
-            run_config=tune.RunConfig(name=f"rung{rung + 1}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str((folder / "tune").resolve()),
+            run_config=tune.RunConfig(name=f"rung{rung + 1}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(folder / "tune"),
                                       verbose=0, callbacks=[progress_callback(len(missing), settings)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
         results = tuner.fit()
