@@ -84,7 +84,8 @@ def search_in_process(table_path: str, task: dict, sampler: str, seed: int, tria
     evaluator = TableEvaluator("nb201", table_path, settings.score, device=task["device"])
     metrics = [runs.OBJECTIVES[o] for o in chosen]
     metric, mode = ([m for m, _ in metrics], [d for _, d in metrics]) if len(metrics) > 1 else metrics[0]
-    searcher = DistinctOptunaSearch(space=Proposer(settings, evaluator), metric=metric, mode=mode, sampler=make_sampler(sampler, seed),
+    proposer = Proposer(settings, evaluator)
+    searcher = DistinctOptunaSearch(space=proposer, metric=metric, mode=mode, sampler=make_sampler(sampler, seed, screen=proposer.feasible_params),
                                     told={})
     rows, t0 = [], time.time()
     for i in range(trials):

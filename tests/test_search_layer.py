@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_module
-from nas.searching.local_search import MOVE, LocalSearchSampler, fronts
+from nas.searching.local_search import MOVE, LocalSearchSampler, changes_of, fronts
 from nas.searching.samplers import MAX_REPEATS, DistinctOptunaSearch, make_sampler, sampler_seed, startup_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -35,8 +35,20 @@ def _conditional(trial):
     return float(sum(ACC[i, o] for i, o in enumerate(ops)))
 
 
-def _moves(study):
-    return [t for t in study.trials if "param" in t.system_attrs.get(MOVE, {})]
+def _moves(study, changes: int | None = 1):
+    """The trials that moved from a centre (with `changes` changes; None: any)."""
+    return [t for t in study.trials if changes_of(t.system_attrs.get(MOVE, {})) and changes in (None, len(changes_of(t.system_attrs[MOVE])))]
+
+
+def _screen(params):
+    """The driver's screen for _cell: whether the parameters are within the cost limit (None where one is missing)."""
+    if any(f"e{i}" not in params for i in range(6)):
+        return None
+    return sum(COST[i, OPS.index(params[f"e{i}"])] for i in range(6)) <= 2.6
+
+
+def _changed(centre: dict, params: dict) -> list:
+    return sorted(k for k in centre if k in params and centre[k] != params[k])
 
 
 def test_tpe_is_configured_for_a_conditional_space():
@@ -52,7 +64,7 @@ def test_local_search_neighbours_differ_in_one_choice_never_repeat_and_infeasibl
     study = optuna.create_study(sampler=LocalSearchSampler(seed=1, n_startup_trials=5), direction="maximize")
     study.optimize(lambda t: _cell(t)[0], n_trials=150)
     moves = _moves(study)
-    assert len(moves) > 120
+    assert len(moves) > 40 and len(_moves(study, changes=None)) > 120  # after the start, moves (one change or two)
     keys = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(keys[5:])) == len(keys[5:])  # after the random start no architecture is proposed twice
     infeasible = [t for t in moves if t.constraints["cost"] > 0]
@@ -61,7 +73,8 @@ def test_local_search_neighbours_differ_in_one_choice_never_repeat_and_infeasibl
     for t in moves:
         move = t.system_attrs[MOVE]
         centre = dict(move["centre"])
-        assert [k for k in centre if centre[k] != t.params[k]] == [move["param"]] and t.params[move["param"]] == move["value"]
+        [[name, value]] = move["changes"]
+        assert _changed(centre, t.params) == [name] and t.params[name] == value
         assert by_key[tuple(sorted(centre.items()))].constraints["cost"] <= 0  # a centre is never infeasible
     # a move to a better feasible neighbour is followed: the next proposal starts from it
     for a, b in zip(study.trials, study.trials[1:]):
@@ -69,6 +82,80 @@ def test_local_search_neighbours_differ_in_one_choice_never_repeat_and_infeasibl
             centre = by_key[tuple(sorted(dict(a.system_attrs[MOVE]["centre"]).items()))]
             if a.value > centre.value:
                 assert dict(b.system_attrs[MOVE]["centre"]) == a.params
+
+
+def _crossings_checked(study, screen) -> int:
+    """Asserts what a crossing move is: two changes through a neighbour over the limit (screened so, or told
+    infeasible before), made only once every one-change neighbour of its centre was proposed or screened out.
+    Returns how many there were."""
+    trials = study.trials
+    crossings = _moves(study, changes=2)
+    for t in crossings:
+        centre = dict(t.system_attrs[MOVE]["centre"])
+        (a, va), (b, vb) = t.system_attrs[MOVE]["changes"]
+        assert _changed(centre, t.params) == sorted([a, b]) and (t.params[a], t.params[b]) == (va, vb)
+        before = {tuple(sorted(u.params.items())): u for u in trials[:t.number]}
+        over = [m for m in ({**centre, a: va}, {**centre, b: vb})
+                if (screen is not None and screen(m) is not None and not screen(m)) or before.get(tuple(sorted(m.items())), None) is not None
+                and before[tuple(sorted(m.items()))].constraints["cost"] > 0]
+        assert over  # one of the two middles is over the limit
+        for name in centre:
+            for op in OPS:
+                neighbour = {**centre, name: op}
+                if op != centre[name] and (screen is None or screen(neighbour)):
+                    assert tuple(sorted(neighbour.items())) in before  # the one-change neighbourhood came first
+    return len(crossings)
+
+
+def test_local_search_crosses_the_limit_through_neighbours_told_infeasible():
+    study = optuna.create_study(sampler=LocalSearchSampler(seed=1, n_startup_trials=5), direction="maximize")
+    study.optimize(lambda t: _cell(t)[0], n_trials=200)
+    assert _crossings_checked(study, screen=None) > 10
+
+
+def test_local_search_with_a_screen_proposes_no_neighbour_over_the_limit_and_crosses_it():
+    screened = []
+
+    def screen(params):
+        screened.append(params)
+        return _screen(params)
+
+    def run(sampler):
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study.optimize(lambda t: _cell(t)[0], n_trials=150)
+        return study
+
+    study = run(LocalSearchSampler(seed=1, n_startup_trials=5, screen=screen))
+    moves = _moves(study, changes=None)
+    assert len(moves) > 100 and all(t.constraints["cost"] <= 0 for t in moves)  # no move is spent over the limit
+    assert len(screened) == len({tuple(sorted(p.items())) for p in screened})  # each architecture screened once
+    assert _crossings_checked(study, screen=_screen) > 10
+    unscreened = run(LocalSearchSampler(seed=1, n_startup_trials=5))
+    assert sum(t.constraints["cost"] > 0 for t in _moves(unscreened, changes=None)) > 10
+
+
+def test_the_proposers_screen_agrees_with_its_trials(tmp_path):
+    from test_nb201 import _table
+
+    from nas.runs import SearchSettings
+    from nas.searching.evaluators import make_evaluator
+    from nas.searching.trial import Proposer
+
+    _table(tmp_path / "t.csv", rows=None)  # cells whose first edge is `none` are not in the table: infeasible
+    settings = SearchSettings(space="nb201", evaluator=f"table:{tmp_path / 't.csv'}", flops=60e6, references=False)
+    proposer = Proposer(settings, make_evaluator(settings))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), directions=["maximize", "minimize"])
+    verdicts = []
+    for _ in range(60):
+        trial = study.ask()
+        config = proposer(trial)
+        verdicts.append(config["feasible"])
+        assert proposer.feasible_params(trial.params) is config["feasible"]
+        study.tell(trial, [0.0, config["macs"]])
+    assert True in verdicts and False in verdicts
+    params = dict(study.trials[0].params)
+    params.pop(next(iter(params)))
+    assert proposer.feasible_params(params) is None  # an edge missing: no architecture, no verdict
 
 
 def test_local_search_restarts_when_the_neighbourhood_is_exhausted_and_beats_random():
@@ -87,10 +174,9 @@ def test_local_search_in_a_conditional_space_changes_one_choice_of_its_centre():
     study = optuna.create_study(sampler=LocalSearchSampler(seed=0, n_startup_trials=3), direction="maximize")
     study.optimize(_conditional, n_trials=60)
     for t in _moves(study):
-        centre, move = dict(t.system_attrs[MOVE]["centre"]), t.system_attrs[MOVE]
-        changed = [k for k in centre if k in t.params and centre[k] != t.params[k]]
-        assert changed == [move["param"]]
-        if move["param"] != "depth":  # only a depth change adds or removes parameters (a new layer's are drawn)
+        centre, [[name, _]] = dict(t.system_attrs[MOVE]["centre"]), t.system_attrs[MOVE]["changes"]
+        assert _changed(centre, t.params) == [name]
+        if name != "depth":  # only a depth change adds or removes parameters (a new layer's are drawn)
             assert set(t.params) == set(centre)
 
 
@@ -102,7 +188,7 @@ def test_local_search_with_two_objectives_moves_from_the_pareto_set():
         start = max([r for r in restarts if r < t.number], default=0)
         before = [u for u in study.trials[start:t.number] if u.state == TrialState.COMPLETE and u.constraints["cost"] <= 0]
         losses = np.array([[-u.values[0], u.values[1]] for u in before])
-        pareto = {tuple(sorted(before[i].params.items())) for i in fronts(losses)[0]}
+        pareto = {tuple(sorted(before[i].params.items())) for i in next(fronts(losses))}
         assert tuple(sorted(dict(t.system_attrs[MOVE]["centre"]).items())) in pareto
 
 
@@ -121,11 +207,13 @@ def test_local_search_resumes_from_the_journal(tmp_path):
     assert reloaded.sampler.next_move(reloaded, 40) == first.sampler.next_move(first, 40)
     reloaded.optimize(lambda t: _cell(t)[0], n_trials=40)
     trials = reloaded.trials
-    moves = [(json.dumps(t.system_attrs[MOVE]["centre"]), t.system_attrs[MOVE]["param"], t.system_attrs[MOVE]["value"])
-             for t in trials if "param" in t.system_attrs.get(MOVE, {})]
+    moves = [(json.dumps(t.system_attrs[MOVE]["centre"]), json.dumps(t.system_attrs[MOVE]["changes"]))
+             for t in trials if "changes" in t.system_attrs.get(MOVE, {})]
     assert len(moves) == len(set(moves)) and len(trials) == 80
     keys = [tuple(sorted(t.params.items())) for t in trials[5:]]
     assert len(keys) == len(set(keys))
+    # a run journalled before crossing moves recorded one "param" and "value": read as its one change
+    assert changes_of({"centre": [["e0", "none"]], "param": "e0", "value": "conv3"}) == [["e0", "conv3"]]
 
 
 def _four_letter_searcher():

@@ -163,9 +163,10 @@ def run_trials(settings: SearchSettings, run_dir: Path, evaluator, gpus_per_tria
     concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
     if gpus_per_trial > 0:
         concurrency = min(concurrency, max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_trial)))
-    sampler = make_sampler(settings.sampler, sampler_seed(settings.seed, len(finished)), concurrency)
+    proposer = trial_side.Proposer(settings, evaluator)
+    sampler = make_sampler(settings.sampler, sampler_seed(settings.seed, len(finished)), concurrency, screen=proposer.feasible_params)
     told = {t.user_attrs["arch"]: (t.number, list(t.values)) for t in finished if t.state == TrialState.COMPLETE}
-    searcher = DistinctOptunaSearch(space=trial_side.Proposer(settings, evaluator), metric=metric, mode=mode, sampler=sampler,
+    searcher = DistinctOptunaSearch(space=proposer, metric=metric, mode=mode, sampler=sampler,
                                     study_name="search", storage=runs.journal(run_dir), told=told)
     feasible = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
     best = max((t.values[0] for t in feasible), default=None)

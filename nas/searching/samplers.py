@@ -41,8 +41,9 @@ def startup_trials(concurrency: int) -> int:
     return max(10, concurrency)
 
 
-def make_sampler(name: str, seed: int, concurrency: int = 1):
-    """The sampler `--sampler name` names, seeded, for `concurrency` trials at once."""
+def make_sampler(name: str, seed: int, concurrency: int = 1, screen=None):
+    """The sampler `--sampler name` names, seeded, for `concurrency` trials at once. `screen` (the Proposer's
+    feasible_params) tells local search which neighbours are over the limits before it proposes them."""
     if name == "tpe":
         # As Optuna's AutoSampler configures TPE for a categorical, conditional space: a psvit_ext architecture has 28-52
         # parameters of 101, 17 in common, and without group=True multivariate TPE models those 17 jointly and draws the
@@ -53,7 +54,7 @@ def make_sampler(name: str, seed: int, concurrency: int = 1):
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                               n_startup_trials=startup_trials(concurrency))
     if name == "local":
-        return LocalSearchSampler(seed=seed, n_startup_trials=startup_trials(concurrency))
+        return LocalSearchSampler(seed=seed, n_startup_trials=startup_trials(concurrency), screen=screen)
     if name == "nsga2":
         return NSGAIISampler(seed=seed, population_size=16)
     if name == "gp":

@@ -40,15 +40,28 @@ class Proposer:
         self.space_file, self.space_file_sha256 = settings.space_file, settings.space_file_sha256
         self.evaluator = evaluator
 
-    def __call__(self, trial):
+    def _costs(self, trial) -> tuple:
+        """(the Arch, its costs, its constraints: <= 0 within the limits)."""
         load_space_file(self.space_file, self.space_file_sha256)
-        space = get_space(self.space_name)
-        arch = space.suggest(trial)
+        arch = get_space(self.space_name).suggest(trial)
         values = self.evaluator.costs(arch)
         if values["macs"] is None:
-            constraints = {"in_table": 1.0}
-        else:
-            constraints = {k: values[k] / v - 1.0 for k, v in self.limits.items()}
+            return arch, values, {"in_table": 1.0}
+        return arch, values, {k: values[k] / v - 1.0 for k, v in self.limits.items()}
+
+    def feasible_params(self, params: dict) -> bool | None:
+        """Whether the architecture Optuna parameters make is within the limits, known before a trial is spent on it
+        (the local-search sampler's screen); None where they make no architecture (one the walk needs is missing)."""
+        from optuna.trial import FixedTrial  # here: a worker that scores a trial never imports Optuna
+
+        try:
+            _, _, constraints = self._costs(FixedTrial(params))
+        except ValueError:
+            return None
+        return all(c <= 0 for c in constraints.values())
+
+    def __call__(self, trial):
+        arch, values, constraints = self._costs(trial)
         feasible = all(c <= 0 for c in constraints.values())
         for key, value in (("arch", arch.to_json()), *values.items(), ("feasible", feasible)):
             trial.set_user_attr(key, value)
