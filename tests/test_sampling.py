@@ -17,10 +17,10 @@ def ext():
 
 def test_same_seed_epoch_step_gives_the_same_paths_on_every_worker(ext):
     space, scale = ext
-    for strategy in ("sandwich", "sandwich-mixed", "fair", "uniform", "stratified"):
+    for strategy in ("sandwich", "sandwich-mixed", "fair", "uniform", "stratified", "progressive"):
         a, b = PathSampler(space, scale, strategy, seed=3), PathSampler(space, scale, strategy, seed=3)
         assert [a.paths(2, s) for s in range(5)] == [b.paths(2, s) for s in range(5)]
-        drawn = (lambda paths: paths[2:]) if strategy.startswith("sandwich") else (lambda paths: paths)
+        drawn = (lambda paths: paths[2:]) if strategy.startswith("sandwich") or strategy == "progressive" else (lambda paths: paths)
         if strategy == "fair":  # its draws depend on the steps before: compare two fresh samplers' first steps
             a = PathSampler(space, scale, strategy, seed=3)
         assert drawn(a.paths(2, 0)) != drawn(a.paths(2, 1))
@@ -46,6 +46,23 @@ def test_sandwich_mixed_draws_the_extremes_merges(ext):
     for k in (0, 1):  # each extreme meets every merge op at every boundary
         for b, ops in enumerate(space.merges):
             assert Counter(p[k].merges[b] for p in steps).keys() == set(ops)
+
+
+def test_progressive_opens_the_random_paths_stage_by_stage(ext):
+    space, scale = ext
+    sampler = PathSampler(space, scale, "progressive", seed=0, epochs=4)
+    stages = len(space.stages)
+    assert [sampler.open_stages(e) for e in range(4)] == [0, 2, 3, 4] and stages == 4
+    for epoch in range(4):
+        k = sampler.open_stages(epoch)
+        steps = [sampler.paths(epoch, s) for s in range(40)]
+        assert all(p[:2] == [sampler.largest, sampler.smallest] and space.validate(p[2]) == p[2] for p in steps)
+        drawn = [p[2] for p in steps]
+        assert all(a.stages[k:] == sampler.largest.stages[k:] and a.merges[max(k - 1, 0):] == sampler.largest.merges[max(k - 1, 0):]
+                   for a in drawn)  # the stages not yet open keep the largest's choices
+        for i in range(k):  # an open stage is drawn: it differs from the largest's on some step
+            assert any(a.stages[i] != sampler.largest.stages[i] for a in drawn)
+    assert PathSampler(space, scale, "progressive", epochs=1).open_stages(0) == stages
 
 
 def test_random_paths_follow_the_chosen_distribution(ext):

@@ -20,6 +20,10 @@
   equally often (bench/exposure.py prints it), where the fixed sandwich's teacher trains spm merges,
   super-token and MAF blocks and the widest FFNs on every step and conv merges and attention sharing
   almost never. Its use counts are state, saved with the supernet checkpoint;
+- progressive: a sandwich whose random paths open the space stage by stage, as Once-for-All's progressive shrinking
+  trains (the largest network first, then the elastic choices): in the first epoch the random path is the largest,
+  then the first stages (and the merges into them) are drawn at random and the later ones kept at the largest's
+  choices, more stages each epoch, all of them in the last (`open_stages`);
 - stratified: like uniform, but first a MAC bin is chosen uniformly, so small and large architectures
   are trained equally often. The bins are evenly spaced between the 1st and 99th percentile of MACs
   over a seeded pool of random architectures (the extremes of the space are too rare to fill a bin);
@@ -41,14 +45,14 @@ from collections import Counter
 
 import numpy as np
 
-from search_spaces import Arch, Layer, Scale, SearchSpace
+from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace
 from search_spaces.vocabulary import BLOCKS, is_attention_source, reuses_attention
 from search_spaces.walk import Picker, walk
 
 from nas.measure.costs import arch_costs, extreme_arch
 
-STRATEGIES = ("sandwich", "sandwich-mixed", "sandwich-mixed-student", "fair", "uniform", "stratified")
-TEACHER_STRATEGIES = ("sandwich", "sandwich-mixed", "sandwich-mixed-student", "fair")
+STRATEGIES = ("sandwich", "sandwich-mixed", "sandwich-mixed-student", "fair", "uniform", "stratified", "progressive")
+TEACHER_STRATEGIES = ("sandwich", "sandwich-mixed", "sandwich-mixed-student", "fair", "progressive")
 DISTRIBUTIONS = ("choice", "legal")
 
 
@@ -114,14 +118,14 @@ class LeastUsed(Picker):
 
 class PathSampler:
     def __init__(self, space: SearchSpace, scale: Scale, strategy: str = "sandwich", seed: int = 0,
-                 num_random: int = 1, bins: int = 8, max_tries: int = 200, dist: str = "choice", pool: int = 1000):
+                 num_random: int = 1, bins: int = 8, max_tries: int = 200, dist: str = "choice", pool: int = 1000, epochs: int = 1):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown sampling strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
         if dist not in DISTRIBUTIONS:
             raise ValueError(f"unknown path distribution {dist!r}; allowed: {', '.join(DISTRIBUTIONS)}")
         self.random_arch = space.sample_by_choice if dist == "choice" else space.sample
         self.space, self.scale, self.strategy, self.seed = space, scale, strategy, seed
-        self.num_random, self.bins, self.max_tries = num_random, bins, max_tries
+        self.num_random, self.bins, self.max_tries, self.epochs = num_random, bins, max_tries, epochs
         self.largest = extreme_arch(space, scale, largest=True)
         self.smallest = extreme_arch(space, scale, largest=False)
         self.uses: dict[int, Counter] = {}  # fair: path k of a step -> (choice, value) -> times that path used it before
@@ -152,6 +156,24 @@ class PathSampler:
             uses.update(choice_uses(paths[-1]))
         return paths
 
+    def open_stages(self, epoch: int) -> int:
+        """progressive: how many stages (from the first) the random paths of `epoch` draw: none in the first epoch, all
+        in the last, evenly between."""
+        stages = len(self.space.stages)
+        return stages if self.epochs <= 1 else -(-stages * epoch // (self.epochs - 1))
+
+    def _progressive(self, rng: random.Random, epoch: int) -> Arch:
+        k = self.open_stages(epoch)
+        for _ in range(self.max_tries):
+            drawn = self.random_arch(rng)
+            arch = dataclasses.replace(self.largest, stages=drawn.stages[:k] + self.largest.stages[k:],
+                                       merges=drawn.merges[:max(k - 1, 0)] + self.largest.merges[max(k - 1, 0):])
+            try:
+                return self.space.validate(arch)
+            except ArchError:  # a total-depth rule the mix breaks: draw again
+                continue
+        return self.largest
+
     def state_dict(self) -> dict:
         """What a resumed run needs to draw the same paths: fair's use counts (plain lists, for the checkpoint)."""
         return {"uses": [[k, [[list(key), n] for key, n in sorted(c.items(), key=str)]] for k, c in sorted(self.uses.items())]}
@@ -168,6 +190,8 @@ class PathSampler:
             return [self._stratified(rng)]
         if self.strategy == "fair":
             return self._fair(rng)
+        if self.strategy == "progressive":
+            return [self.largest, self.smallest] + [self._progressive(rng, epoch) for _ in range(self.num_random)]
         extremes = [self.largest, self.smallest]
         mixed = {"sandwich-mixed": extremes, "sandwich-mixed-student": extremes[1:]}.get(self.strategy, [])
         extremes = [dataclasses.replace(a, merges=tuple(rng.choice(ops) for ops in self.space.merges)) if a in mixed else a

@@ -179,7 +179,8 @@ class Trainer(TrainerBase):
         torch.manual_seed(cfg.seed)
         self.model = self._on_device(Supernet(self.space, self.scale))
         self.calib_loader = calibration_loader(self.bundle)
-        self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist)
+        self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist,
+                                   epochs=cfg.epochs)
         self._start_training(resume_state)
 
     @property
