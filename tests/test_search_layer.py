@@ -129,6 +129,12 @@ def test_local_search_with_a_screen_proposes_no_neighbour_over_the_limit_and_cro
     moves = _moves(study, changes=None)
     assert len(moves) > 100 and all(t.constraints["cost"] <= 0 for t in moves)  # no move is spent over the limit
     assert len(screened) == len({tuple(sorted(p.items())) for p in screened})  # each architecture screened once
+    import pickle
+
+    sampler = LocalSearchSampler(seed=1, screen=_screen)
+    costliest = {f"e{i}": OPS[int(np.argmax(COST[i]))] for i in range(6)}  # over the limit
+    assert sampler._over_limits(costliest, [1]) and len(sampler._screened) == 1
+    assert pickle.loads(pickle.dumps(sampler))._screened == {}  # Ray Tune's saved searcher holds no cache
     assert _crossings_checked(study, screen=_screen) > 10
     unscreened = run(LocalSearchSampler(seed=1, n_startup_trials=5))
     assert sum(t.constraints["cost"] > 0 for t in _moves(unscreened, changes=None)) > 10

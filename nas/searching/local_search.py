@@ -84,6 +84,10 @@ class LocalSearchSampler(BaseSampler):
         self._screen = screen  # parameters -> True (within the limits), False (over them), None (cannot tell)
         self._screened: dict[tuple, bool | None] = {}
 
+    def __getstate__(self):
+        """Pickled (Ray Tune saves the searcher with its experiment state, again and again) without the screen's cache."""
+        return {**self.__dict__, "_screened": {}}
+
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         return {}
 
@@ -120,19 +124,22 @@ class LocalSearchSampler(BaseSampler):
         """The move trial `number` makes: a neighbour of a centre not yet proposed (one change, else a crossing of the
         limit), or None (random)."""
         trials = study.get_trials(deepcopy=False)
-        seen, tried, told_infeasible, start = set(), set(), set(), 0
+        seen, tried, told_infeasible, done = set(), set(), set(), []
         for t in trials:
-            if t.number != number and t.system_attrs.get(MOVE, {}).get("restart"):
-                start = max(start, t.number)
+            move = t.system_attrs.get(MOVE)
+            if move is not None and t.number != number:
+                if move.get("restart"):
+                    done = []  # trials come in number order: the centres are those since the restart
+                elif "centre" in move:
+                    tried.add((_key(dict(move["centre"])), _key(dict(changes_of(move)))))
             params = t.params or t.system_attrs.get("fixed_params") or {}
             if params:
                 seen.add(_key(params))
-                if t.state == TrialState.COMPLETE and not feasible(t):
+            if t.state == TrialState.COMPLETE and t.values is not None:
+                if feasible(t):
+                    done.append(t)
+                elif params:
                     told_infeasible.add(_key(params))
-            move = t.system_attrs.get(MOVE)
-            if move is not None and t.number != number and "centre" in move:
-                tried.add((_key(dict(move["centre"])), _key(dict(changes_of(move)))))
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and feasible(t) and t.number >= start]
         if not self._started(study) or not done:
             return None
         rng = np.random.default_rng([self._seed, number])
