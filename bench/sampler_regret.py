@@ -1,7 +1,7 @@
 """The search layer against a known optimum: every sampler on many tasks of NAS-Bench-201's table.
 
     python bench/sampler_regret.py --table ../shared/data/nb201/nb201_cifar10.csv [--seeds 10] [--trials 300]
-        [--samplers tpe,local,nsga2,random] [--percentiles 10,20,30] [--devices all|raspi4,pixel3]
+        [--samplers tpe,local,evolution,nsga2,random] [--percentiles 10,20,30] [--devices all|raspi4,pixel3]
         [--objectives pair|acc] [--cost-seeds 2] [--out results/bench/regret]
 
 Tasks: FLOPs <= 50M, raspi4 latency <= 20 ms and <= 25 ms (the limits of issue 25), then a latency limit at each of
@@ -142,7 +142,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--trials", type=int, default=300)
     p.add_argument("--checkpoints", default="100", help="earlier trial counts reported besides --trials")
-    p.add_argument("--samplers", default="tpe,local,nsga2,random")
+    p.add_argument("--samplers", default="tpe,local,evolution,nsga2,random")
     p.add_argument("--percentiles", default="10,20,30", help="latency limits at these percentiles of each device column")
     p.add_argument("--devices", default="all", help="device columns for the percentile tasks (all, or names)")
     p.add_argument("--objectives", choices=["pair", "acc"], default="pair",

@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_module
+from nas.searching.evolution import EvolutionSampler
 from nas.searching.local_search import MOVE, LocalSearchSampler, changes_of, fronts
 from nas.searching.samplers import MAX_REPEATS, DistinctOptunaSearch, make_sampler, sampler_seed, startup_trials
 
@@ -140,6 +141,24 @@ def test_local_search_with_a_screen_proposes_no_neighbour_over_the_limit_and_cro
     assert sum(t.constraints["cost"] > 0 for t in _moves(unscreened, changes=None)) > 10
 
 
+def test_a_proposal_screens_at_most_max_screens_architectures(monkeypatch):
+    """A screen that rejects everything (limits nothing meets) must not make one proposal screen the whole space."""
+    import nas.searching.local_search as local_search
+
+    monkeypatch.setattr(local_search, "MAX_SCREENS", 7)
+    calls = []
+    study = optuna.create_study(sampler=LocalSearchSampler(seed=0, n_startup_trials=3, screen=lambda p: calls.append(p) or False),
+                                direction="maximize")
+    per_trial = []
+    for _ in range(30):
+        before = len(calls)
+        trial = study.ask()
+        study.tell(trial, _cell(trial)[0])
+        per_trial.append(len(calls) - before)
+    assert max(per_trial) <= 7 and sum(per_trial) > 7
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)  # and the search goes on (random proposals)
+
+
 def test_the_proposers_screen_agrees_with_its_trials(tmp_path):
     from test_nb201 import _table
 
@@ -198,13 +217,14 @@ def test_local_search_with_two_objectives_moves_from_the_pareto_set():
         assert tuple(sorted(dict(t.system_attrs[MOVE]["centre"]).items())) in pareto
 
 
-def test_local_search_resumes_from_the_journal(tmp_path):
+@pytest.mark.parametrize("sampler", [LocalSearchSampler, EvolutionSampler])
+def test_local_search_and_evolution_resume_from_the_journal(tmp_path, sampler):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     def study(seed):
         storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
-        return optuna.create_study(study_name="s", storage=storage, sampler=LocalSearchSampler(seed=seed, n_startup_trials=5),
+        return optuna.create_study(study_name="s", storage=storage, sampler=sampler(seed=seed, n_startup_trials=5),
                                    direction="maximize", load_if_exists=True)
 
     first = study(3)
@@ -220,6 +240,36 @@ def test_local_search_resumes_from_the_journal(tmp_path):
     assert len(keys) == len(set(keys))
     # a run journalled before crossing moves recorded one "param" and "value": read as its one change
     assert changes_of({"centre": [["e0", "none"]], "param": "e0", "value": "conv3"}) == [["e0", "conv3"]]
+
+
+def test_evolution_mutates_one_choice_of_a_member_of_its_population_and_never_repeats():
+    screened = []
+
+    def screen(params):
+        screened.append(params)
+        return _screen(params)
+
+    study = optuna.create_study(sampler=EvolutionSampler(seed=2, n_startup_trials=5, population=12, sample=4, screen=screen),
+                                direction="maximize")
+    study.optimize(lambda t: _cell(t)[0], n_trials=150)
+    moves = _moves(study)
+    assert len(moves) > 120 and len(_moves(study, changes=None)) == len(moves)  # mutations: one change each
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(keys)) == len(keys)
+    assert all(t.constraints["cost"] <= 0 for t in moves)  # screened: no mutation proposed over the limit
+    for t in moves:
+        centre, [[name, value]] = dict(t.system_attrs[MOVE]["centre"]), t.system_attrs[MOVE]["changes"]
+        assert _changed(centre, t.params) == [name] and t.params[name] == value
+        alive = [u for u in study.trials[:t.number] if u.state == TrialState.COMPLETE and u.constraints["cost"] <= 0]
+        assert tuple(sorted(centre.items())) in {tuple(sorted(u.params.items())) for u in alive[-12:]}  # aging: the last 12
+    best = max(t.value for t in study.trials)
+    randoms = []
+    for seed in range(3):
+        r = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), direction="maximize")
+        r.optimize(lambda t: _cell(t)[0], n_trials=150)
+        randoms.append(max(t.value for t in r.trials if t.constraints["cost"] <= 0))
+    assert best > max(randoms)
+    assert make_sampler("evolution", 0, 64)._n_startup_trials == 64
 
 
 def _four_letter_searcher():
@@ -245,7 +295,7 @@ def test_a_proposal_of_an_architecture_still_running_costs_no_trial():
     assert config["arch"] in "abcd" and searcher.repeats == len(repeats) + MAX_REPEATS
 
 
-@pytest.mark.parametrize("name", ["tpe", "local", "nsga2", "qmc", "random"])
+@pytest.mark.parametrize("name", ["tpe", "local", "evolution", "nsga2", "qmc", "random"])
 def test_the_sampler_of_a_resumed_run_takes_the_largest_seed(name):
     seeds = [sampler_seed(2**32 - 1, done) for done in (0, 1, 3, 300)]
     assert seeds[0] == 2**32 - 1 and all(0 <= s < 2**32 for s in seeds) and len(set(seeds)) == 4

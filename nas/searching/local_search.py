@@ -183,13 +183,13 @@ class LocalSearchSampler(BaseSampler):
         steps = [(name, value) for name, d in centre.distributions.items() for value in alternatives(d, params[name])]
         steps = [steps[i] for i in rng.permutation(len(steps))]
         for name, value in steps:
+            if budget[0] <= 0:
+                return None
             middle = {**params, name: value}
             if not crossing:
                 if (key, ((name, value),)) in tried or _key(middle) in seen or self._over_limits(middle, budget):
                     continue
                 return [[name, value]]
-            if budget[0] <= 0:
-                return None
             if _key(middle) not in told_infeasible and not self._over_limits(middle, budget):
                 continue
             for i in rng.permutation(len(steps)):

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from nas.searching.evolution import EvolutionSampler
 from nas.searching.local_search import LocalSearchSampler
 
 MAX_REPEATS = 100  # consecutive repeats told before one is let through (a sampler that keeps to an exhausted region)
@@ -55,6 +56,8 @@ def make_sampler(name: str, seed: int, concurrency: int = 1, screen=None):
                                               n_startup_trials=startup_trials(concurrency))
     if name == "local":
         return LocalSearchSampler(seed=seed, n_startup_trials=startup_trials(concurrency), screen=screen)
+    if name == "evolution":
+        return EvolutionSampler(seed=seed, n_startup_trials=startup_trials(concurrency), screen=screen)
     if name == "nsga2":
         return NSGAIISampler(seed=seed, population_size=16)
     if name == "gp":
