@@ -93,7 +93,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy)
     (["--params", "22Q"], ["--params: '22Q'"]),
     (["--latency", "fast"], ["--latency: 'fast' is not a latency"]),
     (["--space", "nope", "--flops", "4.5G"], ["unknown space 'nope'", "known spaces: nb201, psvit, psvit_ext"]),
-    (["--flops", "4.5G", "--sampler", "nope"], ["--sampler 'nope' is not known", "tpe, local, nsga2, random, gp, qmc"]),
+    (["--flops", "4.5G", "--sampler", "nope"], ["--sampler 'nope' is not known", "tpe, local, evolution, nsga2, random, gp, qmc"]),
     (["--flops", "4.5G", "--trials", "0"], ["--trials must be at least 1"]),
     (["--flops", "0.001G"], ["no architecture of psvit_ext fits", "the smallest has {smallest_gmacs:.2f}G MACs"]),
     (["--params", "1M"], ["no architecture of psvit_ext fits", "M params"]),
