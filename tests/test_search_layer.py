@@ -141,13 +141,16 @@ def test_local_search_with_a_screen_proposes_no_neighbour_over_the_limit_and_cro
     assert sum(t.constraints["cost"] > 0 for t in _moves(unscreened, changes=None)) > 10
 
 
-def test_a_proposal_screens_at_most_max_screens_architectures(monkeypatch):
+@pytest.mark.parametrize("sampler", [LocalSearchSampler, EvolutionSampler])
+def test_a_proposal_screens_at_most_max_screens_architectures(monkeypatch, sampler):
     """A screen that rejects everything (limits nothing meets) must not make one proposal screen the whole space."""
+    import nas.searching.evolution as evolution
     import nas.searching.local_search as local_search
 
     monkeypatch.setattr(local_search, "MAX_SCREENS", 7)
+    monkeypatch.setattr(evolution, "MAX_SCREENS", 7)
     calls = []
-    study = optuna.create_study(sampler=LocalSearchSampler(seed=0, n_startup_trials=3, screen=lambda p: calls.append(p) or False),
+    study = optuna.create_study(sampler=sampler(seed=0, n_startup_trials=3, screen=lambda p: calls.append(p) or False),
                                 direction="maximize")
     per_trial = []
     for _ in range(30):

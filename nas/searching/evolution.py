@@ -53,6 +53,8 @@ class EvolutionSampler(LocalSearchSampler):
         params = parent.params
         steps = [(name, value) for name, d in parent.distributions.items() for value in alternatives(d, params[name])]
         for i in rng.permutation(len(steps)):
+            if budget[0] <= 0:
+                return None
             name, value = steps[i]
             child = {**params, name: value}
             if _key(child) in seen or self._over_limits(child, budget):
