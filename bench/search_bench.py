@@ -8,7 +8,7 @@ import numpy as np
 
 from nas.errors import UserError
 from nas.runs import SearchSettings
-from nas.search import check_reachable
+from nas.searching.limits import check_reachable
 from nas.training.supernet_trainer import TrainConfig, Trainer
 
 
