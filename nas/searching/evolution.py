@@ -6,7 +6,8 @@ new one arrives, which is the aging). Each proposal draws `sample` of them at ra
 (with more than one objective, one of the tournament's nondominated set) as the parent, and proposes the parent with
 one choice changed at random (a mutation, as local search's neighbours are made: `local_search.alternatives`), not yet
 proposed and not screened out as over the limits. Until `n_startup_trials` trials are complete, or when no mutation of
-the tournament's members is left, the proposal is random (within the limits where the screen can tell).
+the tournament's members is left, the proposal is random (Optuna's RandomSampler, not screened: a random
+draw over the limits is told infeasible like any other trial).
 
 Like local search it keeps no state: the move a trial made is a system attribute in local search's format, so Ray
 Tune's pickling, the journal and `--resume` need nothing more.
