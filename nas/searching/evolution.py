@@ -15,10 +15,9 @@ Tune's pickling, the journal and `--resume` need nothing more.
 from __future__ import annotations
 
 import numpy as np
-from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from nas.searching.local_search import MAX_SCREENS, LocalSearchSampler, _key, alternatives, feasible, fronts
+from nas.searching.local_search import MAX_SCREENS, LocalSearchSampler, _key, feasible, fronts, losses, steps
 
 POPULATION, SAMPLE = 30, 10  # NASLib's settings for NAS-Bench-201
 
@@ -40,10 +39,8 @@ class EvolutionSampler(LocalSearchSampler):
             return None
         rng = np.random.default_rng([self._seed, number])
         tournament = [population[i] for i in rng.choice(len(population), min(self._sample, len(population)), replace=False)]
-        signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
-        losses = np.array([t.values for t in tournament], dtype=float) * signs
         budget = [MAX_SCREENS]
-        for front in fronts(losses):
+        for front in fronts(losses(study, tournament)):
             for i in rng.permutation(front):
                 changes = self._mutation(tournament[i], seen, rng, budget)
                 if changes:
@@ -51,13 +48,12 @@ class EvolutionSampler(LocalSearchSampler):
         return None
 
     def _mutation(self, parent, seen: set, rng, budget: list) -> list | None:
-        params = parent.params
-        steps = [(name, value) for name, d in parent.distributions.items() for value in alternatives(d, params[name])]
-        for i in rng.permutation(len(steps)):
+        mutations = steps(parent)
+        for i in rng.permutation(len(mutations)):
             if budget[0] <= 0:
                 return None
-            name, value = steps[i]
-            child = {**params, name: value}
+            name, value = mutations[i]
+            child = {**parent.params, name: value}
             if _key(child) in seen or self._over_limits(child, budget):
                 continue
             return [[name, value]]

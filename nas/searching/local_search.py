@@ -56,11 +56,22 @@ def alternatives(distribution: BaseDistribution, value) -> list:
     return []
 
 
-def fronts(losses: np.ndarray):
+def steps(trial: FrozenTrial) -> list[tuple]:
+    """Every (parameter, value) one change from the trial's parameters: its one-change neighbourhood."""
+    return [(name, value) for name, d in trial.distributions.items() for value in alternatives(d, trial.params[name])]
+
+
+def losses(study, trials: list[FrozenTrial]) -> np.ndarray:
+    """The trials' objective values as rows to minimise (a maximised objective negated), for `fronts`."""
+    signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
+    return np.array([t.values for t in trials], dtype=float) * signs
+
+
+def fronts(rows: np.ndarray):
     """Nondominated sorting of rows to minimise, lazily: index arrays, the Pareto set first."""
-    left = np.arange(len(losses))
+    left = np.arange(len(rows))
     while len(left):
-        sub = losses[left]
+        sub = rows[left]
         dominated = ((sub[None, :, :] <= sub[:, None, :]).all(-1) & (sub[None, :, :] < sub[:, None, :]).any(-1)).any(1)
         yield left[~dominated]
         left = left[dominated]
@@ -147,10 +158,8 @@ class LocalSearchSampler(BaseSampler):
         for t in done:
             unique.setdefault(_key(t.params), t)
         centres = list(unique.values())
-        signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
-        losses = np.array([t.values for t in centres], dtype=float) * signs
         budget = [MAX_SCREENS]
-        for front in fronts(losses):
+        for front in fronts(losses(study, centres)):
             order = [centres[i] for i in rng.permutation(front)]
             for centre in order:
                 for crossing in (False, True):
@@ -180,9 +189,9 @@ class LocalSearchSampler(BaseSampler):
         with `crossing` two, through a neighbour over the limits (screened so, or told infeasible)."""
         params = centre.params
         key = _key(params)
-        steps = [(name, value) for name, d in centre.distributions.items() for value in alternatives(d, params[name])]
-        steps = [steps[i] for i in rng.permutation(len(steps))]
-        for name, value in steps:
+        moves = steps(centre)
+        moves = [moves[i] for i in rng.permutation(len(moves))]
+        for name, value in moves:
             if budget[0] <= 0:
                 return None
             middle = {**params, name: value}
@@ -192,8 +201,8 @@ class LocalSearchSampler(BaseSampler):
                 return [[name, value]]
             if _key(middle) not in told_infeasible and not self._over_limits(middle, budget):
                 continue
-            for i in rng.permutation(len(steps)):
-                other, value2 = steps[i]
+            for i in rng.permutation(len(moves)):
+                other, value2 = moves[i]
                 if budget[0] <= 0:
                     return None
                 if other == name:
