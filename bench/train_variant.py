@@ -8,7 +8,9 @@ VARIANT names which parts the block types at a layer position share (supernet.sh
 - separate: nothing shared (each type its own norms and MLP, the layout before sharing);
 - no-strip-mlp: as shared, but Strip-MLP's GRN MLP and its norm keep their own weights;
 - norms-only: only the LayerNorms are shared;
-- maf-extra-norms: as shared, and MAF's global-stream norm joins the token mixer's norm.
+- maf-extra-norms: as shared, and MAF's global-stream norm joins the token mixer's norm;
+- balanced-merges: as shared, and the sandwich's random paths take at each boundary a merge operator neither extreme
+  runs (in psvit_ext conv: the largest runs spm, the smallest pool), so every operator runs on one path a step.
 
 The variant changes only which modules are tied: every variant's checkpoint loads into a supernet built with the
 same variant (this script) and its paths extract to the same standalone models.
@@ -30,8 +32,9 @@ def apply_variant(name: str) -> None:
         parts[StripMlpBlock] = {}
     elif name == "norms-only":
         parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
-    elif name not in ("shared", "maf-extra-norms"):
-        raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms")
+    elif name not in ("shared", "maf-extra-norms", "balanced-merges"):
+        raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms, "
+                         "balanced-merges")
     for cls, p in parts.items():
         cls.SHARED_PARTS = p
 
@@ -43,9 +46,31 @@ def tie_maf_norms(net) -> None:
                 slot["maf"].norm_global = slot["maf"].norm1
 
 
+def balance_merges() -> None:
+    import dataclasses
+    import random
+
+    from nas.training import sampling
+
+    paths = sampling.PathSampler.paths
+
+    def balanced(self, epoch: int, step: int):
+        drawn = paths(self, epoch, step)
+        if self.strategy != "sandwich":
+            return drawn
+        rng = random.Random(f"{self.seed}:{epoch}:{step}:merges")
+        unused = [[op for op in ops if op not in (self.largest.merges[i], self.smallest.merges[i])] or list(ops)
+                  for i, ops in enumerate(self.space.merges)]
+        return drawn[:2] + [dataclasses.replace(a, merges=tuple(rng.choice(ops) for ops in unused)) for a in drawn[2:]]
+
+    sampling.PathSampler.paths = balanced
+
+
 def use_variant(name: str) -> None:
     """Every Supernet built after this call has the variant's sharing."""
     apply_variant(name)
+    if name == "balanced-merges":
+        balance_merges()
     if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
         import supernet.model as model
 
