@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the merges and every block type (blocks, the default) it did not run, blocks plus each stage run behind another merge "
                    "(stages), or none; with a teacher strategy only")
     p.add_argument("--align-weight", type=float, default=d.align_weight, help=f"the alignment loss's weight (default {d.align_weight:g})")
+    p.add_argument("--align-types", type=int, default=d.align_types,
+                   help=f"other block types per layer aligned a step, drawn at random (default {d.align_types}; 0: all)")
     p.add_argument("--student-labels", type=float, default=d.student_labels,
                    help="share of cross-entropy on the labels in a student path's loss, the rest distillation (default 0.5; 0: distillation only)")
     p.add_argument("--seed", type=seed_type(), default=d.seed)

@@ -134,3 +134,35 @@ def test_stage_swap_alignment_trains_the_other_merges_and_the_teachers_blocks_be
         assert len(trained) == 1, (b, trained)  # one other operator drawn per boundary
         for slot, layer in zip(stage.blocks, teacher.stages[b + 1]):
             assert any(p.grad is not None for p in slot[layer.block].parameters()), (b, layer.block)
+
+
+def test_aligning_one_type_per_layer_trains_exactly_one_other_block_type_at_each_layer():
+    import random
+
+    from nas.measure.costs import extreme_arch
+    from nas.training.supernet_trainer import alignment_loss
+    from supernet import Supernet
+
+    space = get_space("psvit_ext")
+    net = Supernet(space, "proxy")
+    teacher = extreme_arch(space, space.proxy, True)
+    trace = []
+    net(torch.randn(2, 3, 32, 32), teacher, trace)
+    alignment_loss(net, teacher, trace, "blocks", random.Random(0), types_per_layer=1).backward()
+    for i, j, layer in teacher.layers():
+        slot = net.stages[i].blocks[j]
+        shared = {id(p) for block, module in slot.items() for p in module.parameters()
+                  if sum(id(p) in {id(q) for q in m.parameters()} for m in slot.values()) > 1}
+        trained = [block for block, module in slot.items() if block != layer.block
+                   and any(p.grad is not None for p in module.parameters() if id(p) not in shared)]
+        assert len(trained) == 1, (i, j, trained)
+
+
+def test_align_types_is_checked_and_the_search_trains_the_supernet_for_the_trainers_default_epochs():
+    from nas.errors import UserError
+    from nas.runs import SearchSettings
+    from nas.training.supernet_trainer import TrainConfig
+
+    assert SearchSettings().epochs == TrainConfig().epochs == 5 and TrainConfig().align_types == 1
+    with pytest.raises(UserError, match="--align-types must be at least 0"):
+        TrainConfig(align_types=-1).check()
