@@ -10,9 +10,7 @@ VARIANT names which parts the block types at a layer position share (supernet.sh
 - norms-only: only the LayerNorms are shared;
 - maf-extra-norms: as shared, and MAF's global-stream norm joins the token mixer's norm;
 - balanced-merges: as shared, and the sandwich's random paths take at each boundary a merge operator neither extreme
-  runs (in psvit_ext conv: the largest runs spm, the smallest pool), so every operator runs on one path a step;
-- align-one-type: as shared, and the block-wise alignment pulls one other block type per layer (drawn each step)
-  towards the teacher instead of all of them: a cheaper step, so more epochs fit in the same minutes.
+  runs (in psvit_ext conv: the largest runs spm, the smallest pool), so every operator runs on one path a step.
 
 The variant changes only which modules are tied: every variant's checkpoint loads into a supernet built with the
 same variant (this script) and its paths extract to the same standalone models.
@@ -34,9 +32,9 @@ def apply_variant(name: str) -> None:
         parts[StripMlpBlock] = {}
     elif name == "norms-only":
         parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
-    elif name not in ("shared", "maf-extra-norms", "balanced-merges", "align-one-type"):
+    elif name not in ("shared", "maf-extra-norms", "balanced-merges"):
         raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms, "
-                         "balanced-merges, align-one-type")
+                         "balanced-merges")
     for cls, p in parts.items():
         cls.SHARED_PARTS = p
 
@@ -73,12 +71,6 @@ def use_variant(name: str) -> None:
     apply_variant(name)
     if name == "balanced-merges":
         balance_merges()
-    if name == "align-one-type":
-        import functools
-
-        from nas.training import supernet_trainer
-
-        supernet_trainer.alignment_loss = functools.partial(supernet_trainer.alignment_loss, types_per_layer=1)
     if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
         import supernet.model as model
 
