@@ -74,11 +74,9 @@ def test_fair_balances_psvit_depths_under_its_total_depth_rule():
         assert min(counts) > 0 and max(counts) <= 1.5 * min(counts), (i, counts)
 
 
-def test_alignment_trains_every_module_the_teacher_did_not_run_towards_the_teachers_outputs():
-    import random
-
+def teacher_trace():
+    """A proxy psvit_ext supernet, its largest path (the sandwich's teacher) and that path's trace on random images."""
     from nas.measure.costs import extreme_arch
-    from nas.training.supernet_trainer import alignment_loss
     from supernet import Supernet
 
     space = get_space("psvit_ext")
@@ -86,6 +84,15 @@ def test_alignment_trains_every_module_the_teacher_did_not_run_towards_the_teach
     teacher = extreme_arch(space, space.proxy, True)
     trace = []
     net(torch.randn(2, 3, 32, 32), teacher, trace)
+    return space, net, teacher, trace
+
+
+def test_alignment_trains_every_module_the_teacher_did_not_run_towards_the_teachers_outputs():
+    import random
+
+    from nas.training.supernet_trainer import alignment_loss
+
+    space, net, teacher, trace = teacher_trace()
     assert [t[1] for t in trace].count("merge") == 3 and len(trace) == 3 + sum(teacher.depths)
     for _, _, _, x, y, _ in trace:
         assert x.requires_grad and y.requires_grad
@@ -111,15 +118,9 @@ def test_alignment_trains_every_module_the_teacher_did_not_run_towards_the_teach
 def test_stage_swap_alignment_trains_the_other_merges_and_the_teachers_blocks_behind_them():
     import random
 
-    from nas.measure.costs import extreme_arch
     from nas.training.supernet_trainer import stage_swap_loss
-    from supernet import Supernet
 
-    space = get_space("psvit_ext")
-    net = Supernet(space, "proxy")
-    teacher = extreme_arch(space, space.proxy, True)
-    trace = []
-    net(torch.randn(2, 3, 32, 32), teacher, trace)
+    space, net, teacher, trace = teacher_trace()
     net.zero_grad()
     loss = stage_swap_loss(net, teacher, trace, random.Random(0))
     loss.backward()
@@ -139,20 +140,14 @@ def test_stage_swap_alignment_trains_the_other_merges_and_the_teachers_blocks_be
 def test_aligning_one_type_per_layer_trains_exactly_one_other_block_type_at_each_layer():
     import random
 
-    from nas.measure.costs import extreme_arch
     from nas.training.supernet_trainer import alignment_loss
-    from supernet import Supernet
 
-    space = get_space("psvit_ext")
-    net = Supernet(space, "proxy")
-    teacher = extreme_arch(space, space.proxy, True)
-    trace = []
-    net(torch.randn(2, 3, 32, 32), teacher, trace)
+    _, net, teacher, trace = teacher_trace()
     alignment_loss(net, teacher, trace, "blocks", random.Random(0), types_per_layer=1).backward()
     for i, j, layer in teacher.layers():
         slot = net.stages[i].blocks[j]
-        shared = {id(p) for block, module in slot.items() for p in module.parameters()
-                  if sum(id(p) in {id(q) for q in m.parameters()} for m in slot.values()) > 1}
+        holders = Counter(id(p) for module in slot.values() for p in module.parameters())
+        shared = {key for key, n in holders.items() if n > 1}  # the norms and MLP every type at the layer holds
         trained = [block for block, module in slot.items() if block != layer.block
                    and any(p.grad is not None for p in module.parameters() if id(p) not in shared)]
         assert len(trained) == 1, (i, j, trained)
