@@ -10,7 +10,10 @@ VARIANT names which parts the block types at a layer position share (supernet.sh
 - norms-only: only the LayerNorms are shared;
 - maf-extra-norms: as shared, and MAF's global-stream norm joins the token mixer's norm;
 - balanced-merges: as shared, and the sandwich's random paths take at each boundary a merge operator neither extreme
-  runs (in psvit_ext conv: the largest runs spm, the smallest pool), so every operator runs on one path a step.
+  runs (in psvit_ext conv: the largest runs spm, the smallest pool), so every operator runs on one path a step;
+- consensus-merges: as shared, and the teacher's merge is also pulled (with the alignment's weight) towards the mean
+  of every merge operator's output on its input (detached), so the operators meet instead of the plain ones chasing
+  SPM alone.
 
 The variant changes only which modules are tied: every variant's checkpoint loads into a supernet built with the
 same variant (this script) and its paths extract to the same standalone models.
@@ -32,9 +35,9 @@ def apply_variant(name: str) -> None:
         parts[StripMlpBlock] = {}
     elif name == "norms-only":
         parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
-    elif name not in ("shared", "maf-extra-norms", "balanced-merges"):
+    elif name not in ("shared", "maf-extra-norms", "balanced-merges", "consensus-merges"):
         raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms, "
-                         "balanced-merges")
+                         "balanced-merges, consensus-merges")
     for cls, p in parts.items():
         cls.SHARED_PARTS = p
 
@@ -66,11 +69,33 @@ def balance_merges() -> None:
     sampling.PathSampler.paths = balanced
 
 
+def merge_consensus() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from nas.training import supernet_trainer
+
+    align = supernet_trainer.alignment_loss
+
+    def with_consensus(net, arch, trace, *args, **kwargs):
+        terms = []
+        for i, kind, _, x, y, _ in trace:
+            if kind == "merge":
+                with torch.no_grad():
+                    mean = torch.stack([op(x.detach()).float() for op in net.stages[i].downsample.values()]).mean(0)
+                terms.append(F.mse_loss(y.float(), mean) / (mean.pow(2).mean() + 1e-6))
+        return align(net, arch, trace, *args, **kwargs) + torch.stack(terms).mean()
+
+    supernet_trainer.alignment_loss = with_consensus
+
+
 def use_variant(name: str) -> None:
     """Every Supernet built after this call has the variant's sharing."""
     apply_variant(name)
     if name == "balanced-merges":
         balance_merges()
+    if name == "consensus-merges":
+        merge_consensus()
     if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
         import supernet.model as model
 

@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
+from nas.errors import UserError
 from nas.measure.transfer import RELIABLE, swap_loss, transfer_lines, transfer_ratio
 from nas.reporting.document import transfer_lines_of_run
 from nas.training.checkpoint import KIND, load_checkpoint
 from nas.training.sampling import PathSampler
+from nas.training.supernet_trainer import TrainConfig
 from search_spaces import get_space
 
 from conftest import assert_user_error, run_main
@@ -137,6 +139,30 @@ def test_stage_swap_alignment_trains_the_other_merges_and_the_teachers_blocks_be
             assert any(p.grad is not None for p in slot[layer.block].parameters()), (b, layer.block)
 
 
+def test_aligning_on_every_path_trains_each_other_merge_on_the_students_inputs_towards_the_teachers_operator():
+    from nas.measure.costs import extreme_arch
+    from nas.training.supernet_trainer import student_merge_loss
+
+    space, net, teacher, _ = teacher_trace()
+    student = extreme_arch(space, space.proxy, False)
+    assert student.merges != teacher.merges
+    trace = []
+    net(torch.randn(2, 3, 32, 32), student, trace)
+    net.zero_grad()
+    loss = student_merge_loss(net, teacher, trace)
+    loss.backward()
+    assert loss.item() > 0
+    assert all(p.grad is None for p in net.stem.parameters()) and all(p.grad is None for p in net.stages[0].parameters())
+    for b, op in enumerate(teacher.merges):
+        for other in space.merges[b]:
+            grads = [p.grad for p in net.stages[b + 1].downsample[other].parameters()]
+            assert all(g is not None for g in grads) == (other != op), (b, other)  # the teacher's operator gives the target
+        for slot in net.stages[b + 1].blocks:
+            assert all(p.grad is None for p in slot.parameters())
+    with pytest.raises(UserError, match="--align-paths 'some' is not known; allowed: teacher, all"):
+        TrainConfig(align_paths="some").check()
+
+
 def test_aligning_one_type_per_layer_trains_exactly_one_other_block_type_at_each_layer():
     import random
 
@@ -154,9 +180,7 @@ def test_aligning_one_type_per_layer_trains_exactly_one_other_block_type_at_each
 
 
 def test_align_types_is_checked_and_the_search_trains_the_supernet_for_the_trainers_default_epochs():
-    from nas.errors import UserError
     from nas.runs import SearchSettings
-    from nas.training.supernet_trainer import TrainConfig
 
     assert SearchSettings().epochs == TrainConfig().epochs == 5 and TrainConfig().align_types == 1
     with pytest.raises(UserError, match="--align-types must be at least 0"):

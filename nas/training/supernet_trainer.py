@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from search_spaces import Scale, get_space
+from search_spaces import Arch, Scale, get_space
 from search_spaces.vocabulary import reuses_attention
 from search_spaces.atomic import write_text_atomic
 
@@ -52,6 +52,7 @@ class TrainConfig:
     align: str = "blocks"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks, stages (bench/transfer.py)
     align_weight: float = 5.0
     align_types: int = 1  # other block types per layer aligned a step, drawn each step (0: all): a step 1.26x a sandwich step, not 1.57x
+    align_paths: str = "teacher"  # whose merge inputs the merges are aligned on: the teacher's, or every path's ("all")
     seed: int = 0
     val_fraction: float = 0.1
     calib_batches: int = 10
@@ -76,6 +77,8 @@ class TrainConfig:
             raise UserError(f"--align {self.align!r} is not known; allowed: {', '.join(ALIGN)}")
         if not 0 <= self.align_weight <= 1e3:
             raise UserError(f"--align-weight must be between 0 and 1000, got {self.align_weight}")
+        if self.align_paths not in ALIGN_PATHS:
+            raise UserError(f"--align-paths {self.align_paths!r} is not known; allowed: {', '.join(ALIGN_PATHS)}")
         if self.align_types < 0:
             raise UserError(f"--align-types must be at least 0 (0: every other block type at a layer), got {self.align_types}")
         if self.num_random < 0 or self.calib_batches < 0:
@@ -115,6 +118,7 @@ def student_loss(logits, teacher_logits, y, label_weight: float, label_smoothing
 
 
 ALIGN = ("none", "merges", "blocks", "stages")
+ALIGN_PATHS = ("teacher", "all")
 
 
 def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types_per_layer: int | None = None):
@@ -145,6 +149,22 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types
     if align == "stages":
         loss = loss + stage_swap_loss(net, arch, trace, rng)
     return loss
+
+
+def student_merge_loss(net, teacher: Arch, trace: list):
+    """On a student's path, every merge operator at a boundary, given the student's input there, pulled towards what
+    the teacher's operator makes of that input (relative mean squared error; input and target detached). The teacher's
+    trace aligns the merges on the largest path's features only; a smaller path's stages feed its merges other ones."""
+    terms = []
+    for i, kind, _, x, _, _ in trace:
+        if kind != "merge":
+            continue
+        x, ops = x.detach(), net.stages[i].downsample
+        with torch.no_grad():
+            y = ops[teacher.merges[i - 1]](x).float()
+        scale = y.pow(2).mean() + 1e-6
+        terms += [F.mse_loss(ops[op](x).float(), y) / scale for op in ops if op != teacher.merges[i - 1]]
+    return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
 
 
 def stage_swap_loss(net, arch, trace: list, rng: random.Random):
@@ -198,14 +218,17 @@ class Trainer(TrainerBase):
         paths = self.sampler.paths(epoch, step)
         self.path_hash.update("".join(a.key() for a in paths).encode())
         for k, arch in enumerate(paths):
-            trace = [] if k == 0 and cfg.align != "none" and cfg.strategy in TEACHER_STRATEGIES else None  # the teacher's path
+            aligning = cfg.align != "none" and cfg.strategy in TEACHER_STRATEGIES
+            trace = [] if aligning and (k == 0 or cfg.align_paths == "all") else None  # the teacher's path, or every path's
             with self._autocast():
                 logits = self.model(x, arch, trace)
                 if teacher is not None and cfg.distill:
                     loss = student_loss(logits.float(), teacher, y, cfg.student_labels, cfg.label_smoothing)
                 else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                if trace:
+                if trace and k:
+                    loss = loss + cfg.align_weight * student_merge_loss(self.model, paths[0], trace)
+                elif trace:
                     loss = loss + cfg.align_weight * alignment_loss(self.model, arch, trace, cfg.align,
                                                                     random.Random(f"{cfg.seed}:{epoch}:{step}:align"),
                                                                     cfg.align_types or None)
