@@ -9,7 +9,8 @@ For every task of sampler_regret.py (same limits): the feasible cells within --g
   target within 100 and 300 trials;
 - by climbing: the share of feasible cells from which steepest ascent on the feasible one-change graph (every
   neighbour over the limit left out, as local search's walk sees it) ends on a target, and how many local optima
-  that graph has;
+  that graph has; and the same share for climbs started at the 10% costliest feasible cells (a start that spends
+  the budget, the prior that under a limit the best architectures use most of it);
 - by a model: the rank among the feasible cells of the best target, predicted by a ridge regression on the cells'
   one-hot operations fitted to --fit random feasible cells (median over 10 fits), what a model-based sampler could
   know after that many trials.
@@ -96,24 +97,28 @@ def main(argv=None) -> None:
         targets = np.flatnonzero(feasible & (acc >= optimum - args.goal))
         ends = climb_ends(acc, feasible, nbrs)
         share = float(np.isin(ends[feasible_rows], targets).mean())
+        cost = table[task["cost"]].to_numpy()[feasible_rows]
+        costly = feasible_rows[cost >= np.quantile(cost, 0.9)]
         best = targets[acc[targets].argmax()]
         chance = len(targets) / len(feasible_rows)
         rows.append({"task": task["task"], "feasible": len(feasible_rows), "targets": len(targets),
                      "runner_up_gap": float(optimum - np.sort(acc[feasible])[-2]),
                      "random_100": 1 - (1 - chance) ** 100, "random_300": 1 - (1 - chance) ** 300,
-                     "climb_share": share, "local_optima": len(np.unique(ends[feasible_rows])),
+                     "climb_share": share, "costly_climb_share": float(np.isin(ends[costly], targets).mean()),
+                     "local_optima": len(np.unique(ends[feasible_rows])),
                      "optimum_feasible_neighbours": int(feasible[nbrs[best]].sum()),
                      "model_rank": float(np.median([model_rank(onehot, acc, feasible_rows, best, args.fit, s) for s in range(10)]))})
         r = rows[-1]
         print(f"{r['task']}: {r['targets']} of {r['feasible']} feasible cells within {args.goal} points; climb ends there from "
-              f"{share:.1%}; {r['local_optima']} local optima; random finds one by 100 / 300 trials with p {r['random_100']:.2f} / "
+              f"{share:.1%} ({r['costly_climb_share']:.1%} of the 10% costliest); {r['local_optima']} local optima; random finds one by 100 / 300 trials with p {r['random_100']:.2f} / "
               f"{r['random_300']:.2f}; model rank of the optimum {r['model_rank']:.0f}", flush=True)
     df = pd.DataFrame(rows)
     print()
     print(df.to_markdown(index=False, floatfmt=".3f"))
     r = df[df["task"] == "raspi4<=20ms"].iloc[0]
     print(f"raspi4 <= 20 ms: {r['targets']} cell(s) within {args.goal} points of the optimum among {r['feasible']} feasible; "
-          f"steepest ascent ends there from {r['climb_share']:.2%} of the feasible cells ({r['local_optima']} local optima); "
+          f"steepest ascent ends there from {r['climb_share']:.2%} of the feasible cells ({r['costly_climb_share']:.2%} of the 10% "
+          f"costliest; {r['local_optima']} local optima); "
           f"the optimum has {r['optimum_feasible_neighbours']} feasible neighbours; random draws hit it by 300 trials with p "
           f"{r['random_300']:.2f}; a ridge model fitted to {args.fit} cells ranks it {r['model_rank']:.0f} of {r['feasible']}")
 
