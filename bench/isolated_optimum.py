@@ -66,6 +66,11 @@ def climb_ends(acc: np.ndarray, feasible: np.ndarray, nbrs: np.ndarray) -> np.nd
     return np.where(feasible, end, -1)
 
 
+def costliest(rows: np.ndarray, cost: np.ndarray, share: float = 0.1) -> np.ndarray:
+    """The rows whose cost is at or above the (1 - share) quantile of `cost` (one value per row)."""
+    return rows[cost >= np.quantile(cost, 1 - share)]
+
+
 def model_rank(onehot: np.ndarray, acc: np.ndarray, feasible_rows: np.ndarray, target: int, fit: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
     seen = rng.choice(feasible_rows, min(fit, len(feasible_rows)), replace=False)
@@ -97,8 +102,7 @@ def main(argv=None) -> None:
         targets = np.flatnonzero(feasible & (acc >= optimum - args.goal))
         ends = climb_ends(acc, feasible, nbrs)
         share = float(np.isin(ends[feasible_rows], targets).mean())
-        cost = table[task["cost"]].to_numpy()[feasible_rows]
-        costly = feasible_rows[cost >= np.quantile(cost, 0.9)]
+        costly = costliest(feasible_rows, table[task["cost"]].to_numpy()[feasible_rows])
         best = targets[acc[targets].argmax()]
         chance = len(targets) / len(feasible_rows)
         rows.append({"task": task["task"], "feasible": len(feasible_rows), "targets": len(targets),

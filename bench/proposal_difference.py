@@ -9,21 +9,19 @@ Wilcoxon signed-rank test; the last line is the difference.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import wilcoxon
 
+sys.path.insert(0, str(Path(__file__).parent))
+from paired_args import paired_args  # noqa: E402
+
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("new")
-    p.add_argument("old")
-    p.add_argument("--resamples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    args = paired_args(__doc__)
     new, old = (json.loads(open(f).read()) for f in (args.new, args.old))
     a, b = np.array(new["proposals"]), np.array(old["proposals"])
     if len(a) != len(b) or len(a) < 4:

@@ -8,21 +8,19 @@ with replacement once and computes both taus on that draw, so the interval is of
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
+sys.path.insert(0, str(Path(__file__).parent))
+from paired_args import paired_args  # noqa: E402
+
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("new")
-    p.add_argument("old")
-    p.add_argument("--resamples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    args = paired_args(__doc__)
     new, old = (pd.read_csv(f).set_index("arch_id") for f in (args.new, args.old))
     common = new.index.intersection(old.index)
     if len(common) < 4 or not np.allclose(new.loc[common, "standalone_acc"], old.loc[common, "standalone_acc"]):

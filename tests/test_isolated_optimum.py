@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from isolated_optimum import climb_ends, neighbour_rows  # noqa: E402
+from isolated_optimum import climb_ends, costliest, neighbour_rows  # noqa: E402
 
 from search_spaces.nb201 import OPS  # noqa: E402
 
@@ -26,3 +26,11 @@ def test_steepest_ascent_stops_at_the_best_feasible_neighbour_and_never_crosses_
     feasible = np.array([True, True, False, True, True])
     nbrs = np.array([[1, 1], [0, 2], [1, 3], [2, 4], [3, 3]])
     assert climb_ends(acc, feasible, nbrs).tolist() == [1, 1, -1, 4, 4]
+
+
+def test_the_costliest_share_is_the_rows_at_or_above_that_cost_quantile():
+    rows = np.arange(100, 120)
+    cost = np.arange(20.0)[::-1]  # row 100 the costliest
+    assert costliest(rows, cost, 0.1).tolist() == [100, 101]
+    assert costliest(rows, cost, 0.5).tolist() == list(range(100, 110))
+    assert costliest(rows, np.full(20, 3.0), 0.1).tolist() == rows.tolist()  # ties at the top all count

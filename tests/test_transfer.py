@@ -1,7 +1,9 @@
 """Weight sharing that transfers: the transfer ratio and its reading, the old checkpoint layout refused, fair depths."""
 import json
 import math
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -185,3 +187,20 @@ def test_align_types_is_checked_and_the_search_trains_the_supernet_for_the_train
     assert SearchSettings().epochs == TrainConfig().epochs == 5 and TrainConfig().align_types == 1
     with pytest.raises(UserError, match="--align-types must be at least 0"):
         TrainConfig(align_types=-1).check()
+
+
+def test_proposal_difference_of_a_constant_shift_is_that_shift_with_no_spread(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from proposal_difference import main
+
+    base = {"largest": 0.9, "smallest": 0.3, "median": 0.4, "near_chance": 1, "worst_swap_loss": 0.5, "ratio": 1.0}
+    old = [0.1 * k for k in range(1, 9)]
+    for name, values in (("new", [v + 0.05 for v in old]), ("old", old)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**base, "proposals": values}))
+    monkeypatch.setattr(sys, "argv", ["proposal_difference.py", str(tmp_path / "new.json"), str(tmp_path / "old.json")])
+    assert main() == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "higher on 8, lower on 0" in out[-2]
+    assert out[-1] == "mean difference new - old +0.050 [90% paired bootstrap +0.050, +0.050]"
+    (tmp_path / "new.json").write_text(json.dumps({**base, "proposals": old[:3]}))
+    assert main() == 2

@@ -121,6 +121,11 @@ ALIGN = ("none", "merges", "blocks", "stages")
 ALIGN_PATHS = ("teacher", "all")
 
 
+def mean_term(terms: list, trace: list):
+    """The mean of an alignment's loss terms; zero on the trace's device when there are none."""
+    return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
+
+
 def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types_per_layer: int | None = None):
     """Block-wise distillation from the teacher's path (`trace`: what its merges and blocks took and gave): every other
     merge operator at a boundary ("merges"), and every other block type at a layer ("blocks": merges too; a random
@@ -145,7 +150,7 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types
         else:
             continue
         terms += [F.mse_loss(out.float(), y.float()) / scale for out in outs]
-    loss = torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
+    loss = mean_term(terms, trace)
     if align == "stages":
         loss = loss + stage_swap_loss(net, arch, trace, rng)
     return loss
@@ -164,7 +169,7 @@ def student_merge_loss(net, teacher: Arch, trace: list):
             y = ops[teacher.merges[i - 1]](x).float()
         scale = y.pow(2).mean() + 1e-6
         terms += [F.mse_loss(ops[op](x).float(), y) / scale for op in ops if op != teacher.merges[i - 1]]
-    return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
+    return mean_term(terms, trace)
 
 
 def stage_swap_loss(net, arch, trace: list, rng: random.Random):
@@ -182,7 +187,7 @@ def stage_swap_loss(net, arch, trace: list, rng: random.Random):
         if others:
             out, y = net.stages[i](x, arch.stages[i], rng.choice(others)).float(), outputs[i].float()
             terms.append(F.mse_loss(out, y) / (y.pow(2).mean() + 1e-6))
-    return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
+    return mean_term(terms, trace)
 
 
 class Trainer(TrainerBase):
