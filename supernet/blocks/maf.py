@@ -88,8 +88,7 @@ class CrossAttention(nn.Module):
         h = self.num_heads
         q = self.q(x).reshape(B, N, h, C // h).transpose(1, 2)
         k, v = self.kv(context).reshape(B, M, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+        return self.proj(F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2).reshape(B, N, C))
 
 
 @register_block_module("maf", elastic=("mlp_ratio", "gld_ratio"))

@@ -4,7 +4,8 @@ A block class provides `build(layer, dim, num_heads, side, scale, drop_path)` (t
 search_spaces.Layer in a stage of width `dim` on a side x side grid), `cost(dim, num_heads, side, layer,
 scale)` (exact MACs and parameters) and `forward(x, attn=None, layer=None)`: (B, H, W, C) tokens and the
 previous layer's attention map in, tokens and its own map (or None) out; `layer`, when given, selects
-the elastic sizes to run. A merge class is built as cls(dim_in, dim_out) and costed as
+the elastic sizes to run. A block of an attention-source type also takes `need_map` (default False): it forms
+and returns its map only when asked, where the next layer reuses it. A merge class is built as cls(dim_in, dim_out) and costed as
 cls.cost(dim_in, dim_out, side_in).
 """
 from __future__ import annotations
