@@ -103,7 +103,7 @@ def pvt_spm():
     attention; the closest is super-token attention with 7 super tokens per side in stages 0-2 (cells 8, 4,
     2 at 224: keys pooled 64, 16 and 4 to one, as SRA's ratios 8, 4, 2 pool them; STA also pools the
     queries and maps back), and global MHSA in stage 3 (ratio 1). MLP ratio 4 everywhere (the space's
-    largest; PVT uses 8 in stages 0-1). Counted at 224x224: 3.37 GMACs, 20.3M params.
+    largest; PVT uses 8 in stages 0-1). Counted at 224x224: 3.36 GMACs, 20.3M params.
     """
     return arch_of("psvit_ext", ("spm", "spm", "spm"), repeat(_STOKEN[7], 3), repeat(_STOKEN[7], 4), repeat(_STOKEN[7], 6),
                    repeat(_MHSA, 3))
