@@ -46,7 +46,7 @@ class SearchSettings:
     val_fraction: float = 0.1  # of the training images, held out as the validation split trials are scored on
     scale: str = "proxy"
     supernet: str | None = None
-    epochs: int = 5  # the supernet's (TrainConfig's default)
+    epochs: int = 6  # the supernet's (TrainConfig's default)
     strategy: str = "sandwich"
     student_labels: float = 0.5  # share of label cross-entropy in a student path's loss (teacher strategies)
     calib_batches: int = 10

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align-weight", type=float, default=d.align_weight, help=f"the alignment loss's weight (default {d.align_weight:g})")
     p.add_argument("--align-types", type=int, default=d.align_types,
                    help=f"other block types per layer aligned a step, drawn at random (default {d.align_types}; 0: all)")
+    p.add_argument("--align-batch", type=float, default=d.align_batch,
+                   help=f"share of each batch the alignment runs on (default {d.align_batch:g}; its cost scales with it)")
     p.add_argument("--align-paths", default=d.align_paths,
                    help="the merges aligned on the teacher's inputs (teacher, the default) or on every path's (all)")
     p.add_argument("--student-labels", type=float, default=d.student_labels,

@@ -181,10 +181,25 @@ def test_aligning_one_type_per_layer_trains_exactly_one_other_block_type_at_each
         assert len(trained) == 1, (i, j, trained)
 
 
+def test_aligning_on_part_of_the_batch_is_the_alignment_of_those_images():
+    import random
+
+    from nas.training.supernet_trainer import alignment_loss
+
+    _, net, teacher, trace = teacher_trace()
+    first = [(i, kind, j, x[:1], y[:1], None if attn is None else attn[:1]) for i, kind, j, x, y, attn in trace]
+    part = alignment_loss(net, teacher, trace, "blocks", random.Random(0), types_per_layer=1, images=1)
+    alone = alignment_loss(net, teacher, first, "blocks", random.Random(0), types_per_layer=1)
+    whole = alignment_loss(net, teacher, trace, "blocks", random.Random(0), types_per_layer=1)
+    assert torch.equal(part, alone) and not torch.equal(part, whole)
+    with pytest.raises(UserError, match=r"--align-batch must be in \(0, 1\]"):
+        TrainConfig(align_batch=1.5).check()
+
+
 def test_align_types_is_checked_and_the_search_trains_the_supernet_for_the_trainers_default_epochs():
     from nas.runs import SearchSettings
 
-    assert SearchSettings().epochs == TrainConfig().epochs == 5 and TrainConfig().align_types == 1
+    assert SearchSettings().epochs == TrainConfig().epochs == 6 and TrainConfig().align_types == 1 and TrainConfig().align_batch == 0.5
     with pytest.raises(UserError, match="--align-types must be at least 0"):
         TrainConfig(align_types=-1).check()
 

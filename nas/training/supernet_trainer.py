@@ -36,7 +36,7 @@ class TrainConfig:
     space: str = "psvit_ext"
     data: str = "digits"
     scale: str = "proxy"
-    epochs: int = 5  # with --align-types 1 as long to train as 4 aligning every type, and the proposals inherit more (docs/benchmarks.md)
+    epochs: int = 6  # the most that train within issue 3's 5 minutes on 2 cores with --align-batch 0.5 (docs/benchmarks.md)
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
@@ -52,6 +52,7 @@ class TrainConfig:
     align: str = "blocks"  # block-wise distillation of the modules the teacher did not run: none, merges, blocks, stages (bench/transfer.py)
     align_weight: float = 5.0
     align_types: int = 1  # other block types per layer aligned a step, drawn each step (0: all): a step 1.26x a sandwich step, not 1.57x
+    align_batch: float = 0.5  # share of each batch (its first images) the alignment runs on: half ties the whole batch (docs/benchmarks.md)
     align_paths: str = "teacher"  # whose merge inputs the merges are aligned on: the teacher's, or every path's ("all")
     seed: int = 0
     val_fraction: float = 0.1
@@ -79,6 +80,8 @@ class TrainConfig:
             raise UserError(f"--align-weight must be between 0 and 1000, got {self.align_weight}")
         if self.align_paths not in ALIGN_PATHS:
             raise UserError(f"--align-paths {self.align_paths!r} is not known; allowed: {', '.join(ALIGN_PATHS)}")
+        if not 0.0 < self.align_batch <= 1.0:
+            raise UserError(f"--align-batch must be in (0, 1] (the share of a batch the alignment runs on), got {self.align_batch}")
         if self.align_types < 0:
             raise UserError(f"--align-types must be at least 0 (0: every other block type at a layer), got {self.align_types}")
         if self.num_random < 0 or self.calib_batches < 0:
@@ -126,15 +129,19 @@ def mean_term(terms: list, trace: list):
     return torch.stack(terms).mean() if terms else torch.zeros((), device=trace[0][3].device)
 
 
-def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types_per_layer: int | None = None):
+def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types_per_layer: int | None = None,
+                   images: int | None = None):
     """Block-wise distillation from the teacher's path (`trace`: what its merges and blocks took and gave): every other
     merge operator at a boundary ("merges"), and every other block type at a layer ("blocks": merges too; a random
     legal layer of that type), given the teacher's input, is pulled towards the teacher's output (mean squared error
     relative to the mean square of the teacher's output, for a block of its residual branch; inputs and targets detached). A stage is then fed alike whichever merge
-    an architecture has, and a layer's types are interchangeable: what architectures mixing them inherit."""
+    an architecture has, and a layer's types are interchangeable: what architectures mixing them inherit. With
+    `images`, on the batch's first `images` images only (the cost of the alignment is proportional to them)."""
     space, terms = net.space, []
     for i, kind, j, x, y, attn in trace:
-        x, y = x.detach(), y.detach()
+        x, y = x[:images].detach(), y[:images].detach()
+        if attn is not None:
+            attn = attn[:images]
         # a block: against the size of its residual branch, which may start near zero (bounded by 1% of the output's)
         scale = (y if kind == "merge" else y - x).float().pow(2).mean() + 0.01 * y.float().pow(2).mean() + 1e-6
         stage = net.stages[i]
@@ -236,7 +243,7 @@ class Trainer(TrainerBase):
                 elif trace:
                     loss = loss + cfg.align_weight * alignment_loss(self.model, arch, trace, cfg.align,
                                                                     random.Random(f"{cfg.seed}:{epoch}:{step}:align"),
-                                                                    cfg.align_types or None)
+                                                                    cfg.align_types or None, max(1, round(cfg.align_batch * len(x))))
             self._check_finite(loss, epoch, step)
             loss.backward()
             total += loss.item()
