@@ -205,12 +205,16 @@ def test_a_traced_path_hands_every_attention_sources_map_on_detached_where_no_la
     if "shared" not in {b for rule in space.stages for b in rule.blocks}:
         pytest.skip("no layer of this space reuses a map")
     arch = next(a for a in (space.sample(s) for s in range(500))
-                if any(l.block == "mhsa" for layers in a.stages for l in layers[:-1]))
+                if {"mhsa", "shared"} <= {l.block for layers in a.stages for l in layers}
+                and any(l.block == "mhsa" and m.block != "shared" for layers in a.stages for l, m in zip(layers, layers[1:])))
     trace = []
     x = torch.randn(2, 3, tiny.img_size, tiny.img_size)
+    traced = net(x, arch, trace)
     with torch.no_grad():
-        assert torch.allclose(net(x, arch, trace), net(x, arch), atol=1e-5)
+        assert torch.allclose(traced, net(x, arch), atol=1e-5)
     handed = {(i, j): attn for i, kind, j, _, _, attn in trace if kind == "block"}
     for i, layers in enumerate(arch.stages):
         for j in range(1, len(layers)):
             assert (handed[i, j] is not None) == (layers[j - 1].block in ("mhsa", "shared")), (i, j)  # a shared layer passes its map on
+            read = "shared" in (layers[j].block, layers[j - 1].block)  # formed with its gradient for a shared layer: j's, or j-1's handed on
+            assert handed[i, j] is None or handed[i, j].requires_grad == read, (i, j)

@@ -48,15 +48,16 @@ class Attention(nn.Module):
             q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if need_map is not True:
                 x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
-                if need_map == "detached":
-                    with torch.no_grad():
-                        logits = (q * self.scale) @ k.transpose(-2, -1)
-                        attn = (logits if key_bias is None else logits + key_bias).softmax(dim=-1)
-                return self.proj(x.transpose(1, 2).reshape(B, N, C)), attn if need_map == "detached" else None
-            logits = (q * self.scale) @ k.transpose(-2, -1)
-            attn = (logits if key_bias is None else logits + key_bias).softmax(dim=-1)
+                with torch.no_grad():
+                    attn = self._map(q, k, key_bias) if need_map == "detached" else None
+                return self.proj(x.transpose(1, 2).reshape(B, N, C)), attn
+            attn = self._map(q, k, key_bias)
         x = (attn @ v).transpose(1, 2).reshape(B, N, C)
         return self.proj(x), attn
+
+    def _map(self, q, k, key_bias):
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        return (logits if key_bias is None else logits + key_bias).softmax(dim=-1)
 
     @staticmethod
     def cost(tokens: int, dim: int, shared: bool = False) -> tuple[int, int]:
