@@ -13,7 +13,11 @@ VARIANT names which parts the block types at a layer position share (supernet.sh
   runs (in psvit_ext conv: the largest runs spm, the smallest pool), so every operator runs on one path a step;
 - consensus-merges: as shared, and the teacher's merge is also pulled (with the alignment's weight) towards the mean
   of every merge operator's output on its input (detached), so the operators meet instead of the plain ones chasing
-  SPM alone.
+  SPM alone;
+- tied-merges: as shared, and a boundary's pool merge reads its projection off the conv merge's kernel (the sum of
+  the four taps the pool window covers, `WindowTaps`), so the conv merge trains on every step the pool merge runs;
+- teacher-merge-dropout: as shared, and at each boundary the teacher (the largest path) runs another merge operator
+  than its own (spm) with probability 0.25, drawn each step, so the stages behind it also learn from the others.
 
 The variant changes only which modules are tied: every variant's checkpoint loads into a supernet built with the
 same variant (this script) and its paths extract to the same standalone models.
@@ -35,9 +39,10 @@ def apply_variant(name: str) -> None:
         parts[StripMlpBlock] = {}
     elif name == "norms-only":
         parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
-    elif name not in ("shared", "maf-extra-norms", "balanced-merges", "consensus-merges"):
+    elif name not in ("shared", "maf-extra-norms", "balanced-merges", "consensus-merges", "tied-merges",
+                      "teacher-merge-dropout"):
         raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms, "
-                         "balanced-merges, consensus-merges")
+                         "balanced-merges, consensus-merges, tied-merges, teacher-merge-dropout")
     for cls, p in parts.items():
         cls.SHARED_PARTS = p
 
@@ -69,6 +74,62 @@ def balance_merges() -> None:
     sampling.PathSampler.paths = balanced
 
 
+def teacher_merge_dropout(rate: float = 0.25) -> None:
+    import dataclasses
+    import random
+
+    from nas.training import sampling
+
+    paths = sampling.PathSampler.paths
+
+    def dropped(self, epoch: int, step: int):
+        drawn = paths(self, epoch, step)
+        if self.strategy != "sandwich":
+            return drawn
+        rng = random.Random(f"{self.seed}:{epoch}:{step}:teacher-merges")
+        merges = tuple(rng.choice([o for o in ops if o != op]) if len(ops) > 1 and rng.random() < rate else op
+                       for op, ops in zip(drawn[0].merges, self.space.merges))
+        return [dataclasses.replace(drawn[0], merges=merges)] + drawn[1:]
+
+    sampling.PathSampler.paths = dropped
+
+
+def tied_merges() -> None:
+    import torch.nn.functional as F
+    from torch import nn
+
+    import supernet.model as model
+
+    class Taps(nn.Module):
+        """The pool merge's projection as the conv merge's 3x3 stride-2 kernel restricted to the 2x2 window the pool
+        averages (taps [1:, 1:]), summed: the conv with those four taps equal, on the pool's averaged input."""
+
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+
+        @property
+        def weight(self):
+            return self.conv.weight[:, :, 1:, 1:].sum((2, 3))
+
+        @property
+        def bias(self):
+            return self.conv.bias
+
+        def forward(self, x):
+            return F.linear(x, self.weight, self.bias)
+
+    init = model.Supernet.__init__
+
+    def patched(self, *a, **k):
+        init(self, *a, **k)
+        for stage in self.stages:
+            if stage.downsample is not None and {"pool", "conv"} <= set(stage.downsample):
+                stage.downsample["pool"].proj = Taps(stage.downsample["conv"].conv)
+
+    model.Supernet.__init__ = patched
+
+
 def merge_consensus() -> None:
     import torch
     import torch.nn.functional as F
@@ -96,6 +157,10 @@ def use_variant(name: str) -> None:
         balance_merges()
     if name == "consensus-merges":
         merge_consensus()
+    if name == "tied-merges":
+        tied_merges()
+    if name == "teacher-merge-dropout":
+        teacher_merge_dropout()
     if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
         import supernet.model as model
 

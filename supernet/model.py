@@ -290,12 +290,12 @@ class Supernet(nn.Module):
             with recalibrated(self, arch, calib):
                 return self.extract(arch, drop_path_rate)
         net = ArchNet(arch, self.scale, drop_path_rate=drop_path_rate)
-        source = self.state_dict()
         state = {}
         for name, target in net.state_dict().items():
-            tensor = source[self.supernet_name(name, arch)]
+            path, leaf = self.supernet_name(name, arch).rsplit(".", 1)
+            module = self.get_submodule(path)
+            tensor = getattr(module, leaf)  # the attribute, so a weight a module computes from another's is copied too
             if tensor.shape != target.shape:
-                module = self.get_submodule(self.supernet_name(name, arch).rsplit(".", 1)[0])
                 is_kernel = isinstance(module, nn.modules.conv._ConvNd) and name.endswith("weight")
                 index = tuple(
                     center_slice(t, s) if is_kernel and d >= 2 else slice(0, t)
