@@ -185,15 +185,17 @@ def test_a_map_is_formed_only_where_the_next_layer_reuses_it():
 
 
 def test_the_fused_attention_gives_the_written_out_output_and_map():
-    from supernet.blocks.attention import MhsaBlock
+    from supernet.blocks.attention import DetachedMap, MhsaBlock, formed
 
     torch.manual_seed(0)
     block = MhsaBlock(16, 2)
     x = torch.randn(3, 4, 4, 16)
     written, attn = block(x, need_map=True)
     fused, none = block(x)
-    detached_out, detached = block(x, need_map="detached")
+    detached_out, lazy = block(x, need_map="detached")
+    detached = formed(lazy)
     assert none is None and attn.shape == (3, 2, 16, 16) and attn.requires_grad and not detached.requires_grad
+    assert isinstance(lazy, DetachedMap) and formed(attn) is attn
     assert torch.allclose(fused, written, atol=1e-6) and torch.equal(detached_out, fused)
     assert torch.allclose(detached, attn.detach(), atol=1e-6)
     shared = MhsaBlock(16, 2, shared=True)
@@ -202,6 +204,8 @@ def test_the_fused_attention_gives_the_written_out_output_and_map():
 
 
 def test_a_traced_path_hands_every_attention_sources_map_on_detached_where_no_layer_reads_it(space, tiny, net):
+    from supernet.blocks.attention import DetachedMap, formed
+
     if "shared" not in {b for rule in space.stages for b in rule.blocks}:
         pytest.skip("no layer of this space reuses a map")
     arch = next(a for a in (space.sample(s) for s in range(500))
@@ -217,4 +221,5 @@ def test_a_traced_path_hands_every_attention_sources_map_on_detached_where_no_la
         for j in range(1, len(layers)):
             assert (handed[i, j] is not None) == (layers[j - 1].block in ("mhsa", "shared")), (i, j)  # a shared layer passes its map on
             read = "shared" in (layers[j].block, layers[j - 1].block)  # formed with its gradient for a shared layer: j's, or j-1's handed on
-            assert handed[i, j] is None or handed[i, j].requires_grad == read, (i, j)
+            if handed[i, j] is not None:  # otherwise formed only when the alignment reads it, without gradient
+                assert isinstance(handed[i, j], DetachedMap) != read and formed(handed[i, j]).requires_grad == read, (i, j)

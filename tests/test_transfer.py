@@ -184,10 +184,12 @@ def test_aligning_one_type_per_layer_trains_exactly_one_other_block_type_at_each
 def test_aligning_on_part_of_the_batch_is_the_alignment_of_those_images():
     import random
 
+    from supernet.blocks.attention import formed
+
     from nas.training.supernet_trainer import alignment_loss
 
     _, net, teacher, trace = teacher_trace()
-    first = [(i, kind, j, x[:1], y[:1], None if attn is None else attn[:1]) for i, kind, j, x, y, attn in trace]
+    first = [(i, kind, j, x[:1], y[:1], None if attn is None else formed(attn)[:1]) for i, kind, j, x, y, attn in trace]
     part = alignment_loss(net, teacher, trace, "blocks", random.Random(0), types_per_layer=1, images=1)
     alone = alignment_loss(net, teacher, first, "blocks", random.Random(0), types_per_layer=1)
     whole = alignment_loss(net, teacher, trace, "blocks", random.Random(0), types_per_layer=1)

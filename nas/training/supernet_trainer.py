@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from search_spaces import Arch, Scale, get_space
 from search_spaces.vocabulary import reuses_attention
 from search_spaces.atomic import write_text_atomic
+from supernet.blocks.attention import formed
 
 from nas.data import DataBundle, load_data
 from nas.errors import RunFailed, UserError
@@ -140,8 +141,6 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types
     space, terms = net.space, []
     for i, kind, j, x, y, attn in trace:
         x, y = x[:images].detach(), y[:images].detach()
-        if attn is not None:
-            attn = attn[:images]
         # a block: against the size of its residual branch, which may start near zero (bounded by 1% of the output's)
         scale = (y if kind == "merge" else y - x).float().pow(2).mean() + 0.01 * y.float().pow(2).mean() + 1e-6
         stage = net.stages[i]
@@ -153,7 +152,8 @@ def alignment_loss(net, arch, trace: list, align: str, rng: random.Random, types
             outs = []
             for block in (others if types_per_layer is None else rng.sample(others, min(types_per_layer, len(others)))):
                 layer = rng.choice([o for o in rule.options() if o.block == block])
-                outs.append(slot[block](x, attn.detach() if attn is not None else None, layer)[0])
+                handed = formed(attn)[:images].detach() if reuses_attention(block) else None  # formed only where read
+                outs.append(slot[block](x, handed, layer)[0])
         else:
             continue
         terms += [F.mse_loss(out.float(), y.float()) / scale for out in outs]

@@ -19,6 +19,25 @@ from .elastic import ElasticMlp, hidden_features
 from .registry import register_block_module
 
 
+class DetachedMap:
+    """The attention map of a layer whose next layer computes its own, formed without gradient only when read
+    (`form`). The block-wise alignment of a 'shared' layer after it reads it, and a step aligns one other block
+    type per layer, so most of these maps were formed for nothing (softmax over (heads, N, N): a tenth of a step)."""
+
+    def __init__(self, attention: "Attention", q, k, key_bias):
+        self._args = attention, q.detach(), k.detach(), key_bias
+
+    def form(self):
+        attention, q, k, key_bias = self._args
+        with torch.no_grad():
+            return attention._map(q, k, key_bias)
+
+
+def formed(attn):
+    """The map a block was handed, formed if it is a `DetachedMap`."""
+    return attn.form() if isinstance(attn, DetachedMap) else attn
+
+
 class Attention(nn.Module):
     """Global MHSA on (B, N, C) tokens; returns the output and the attention map (B, heads, N, N)."""
 
@@ -37,8 +56,8 @@ class Attention(nn.Module):
     def forward(self, x, attn=None, key_bias=None, need_map: bool | str = False):
         """`key_bias` (broadcast to (B, heads, N, N)) is added to the logits: -inf there masks a key. Without
         `need_map` the map is not formed and None is returned in its place (a shared layer returns the map it was given);
-        with need_map="detached" the output is the fused kernel's and the map is formed without gradient (for a reader
-        that detaches it anyway: block-wise alignment)."""
+        with need_map="detached" the output is the fused kernel's and the map a `DetachedMap`, formed without gradient
+        when read (by a reader that detaches it anyway: block-wise alignment)."""
         B, N, C = x.shape
         if self.shared:
             if attn is None:
@@ -48,8 +67,7 @@ class Attention(nn.Module):
             q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if need_map is not True:
                 x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
-                with torch.no_grad():
-                    attn = self._map(q, k, key_bias) if need_map == "detached" else None
+                attn = DetachedMap(self, q, k, key_bias) if need_map == "detached" else None
                 return self.proj(x.transpose(1, 2).reshape(B, N, C)), attn
             attn = self._map(q, k, key_bias)
         x = (attn @ v).transpose(1, 2).reshape(B, N, C)
