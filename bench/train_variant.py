@@ -54,44 +54,44 @@ def tie_maf_norms(net) -> None:
                 slot["maf"].norm_global = slot["maf"].norm1
 
 
-def balance_merges() -> None:
-    import dataclasses
+def rewrite_sandwich_paths(tag: str, rewrite) -> None:
+    """Every sandwich step's paths pass through `rewrite(sampler, paths, rng)`, the rng drawn from (seed, epoch, step,
+    tag) as the sampler's own."""
     import random
 
     from nas.training import sampling
 
     paths = sampling.PathSampler.paths
 
-    def balanced(self, epoch: int, step: int):
+    def rewritten(self, epoch: int, step: int):
         drawn = paths(self, epoch, step)
         if self.strategy != "sandwich":
             return drawn
-        rng = random.Random(f"{self.seed}:{epoch}:{step}:merges")
-        unused = [[op for op in ops if op not in (self.largest.merges[i], self.smallest.merges[i])] or list(ops)
-                  for i, ops in enumerate(self.space.merges)]
+        return rewrite(self, drawn, random.Random(f"{self.seed}:{epoch}:{step}:{tag}"))
+
+    sampling.PathSampler.paths = rewritten
+
+
+def balance_merges() -> None:
+    import dataclasses
+
+    def balanced(sampler, drawn, rng):
+        unused = [[op for op in ops if op not in (sampler.largest.merges[i], sampler.smallest.merges[i])] or list(ops)
+                  for i, ops in enumerate(sampler.space.merges)]
         return drawn[:2] + [dataclasses.replace(a, merges=tuple(rng.choice(ops) for ops in unused)) for a in drawn[2:]]
 
-    sampling.PathSampler.paths = balanced
+    rewrite_sandwich_paths("merges", balanced)
 
 
 def teacher_merge_dropout(rate: float = 0.25) -> None:
     import dataclasses
-    import random
 
-    from nas.training import sampling
-
-    paths = sampling.PathSampler.paths
-
-    def dropped(self, epoch: int, step: int):
-        drawn = paths(self, epoch, step)
-        if self.strategy != "sandwich":
-            return drawn
-        rng = random.Random(f"{self.seed}:{epoch}:{step}:teacher-merges")
+    def dropped(sampler, drawn, rng):
         merges = tuple(rng.choice([o for o in ops if o != op]) if len(ops) > 1 and rng.random() < rate else op
-                       for op, ops in zip(drawn[0].merges, self.space.merges))
+                       for op, ops in zip(drawn[0].merges, sampler.space.merges))
         return [dataclasses.replace(drawn[0], merges=merges)] + drawn[1:]
 
-    sampling.PathSampler.paths = dropped
+    rewrite_sandwich_paths("teacher-merges", dropped)
 
 
 def tied_merges() -> None:
