@@ -22,7 +22,7 @@ from .registry import register_block_module
 class DetachedMap:
     """The attention map of a layer whose next layer computes its own, formed without gradient only when read
     (`form`). The block-wise alignment of a 'shared' layer after it reads it, and a step aligns one other block
-    type per layer, so most of these maps were formed for nothing (bench/lazy_map_cost.py: 2.5% of a step)."""
+    type per layer, so most of these maps were formed for nothing (bench/lazy_map_cost.py: about 0.07 s of a 1.2 s step)."""
 
     def __init__(self, attention: "Attention", q, k, key_bias):
         self._args = attention, q.detach(), k.detach(), key_bias
