@@ -18,7 +18,7 @@ VARIANT names which parts the block types at a layer position share (supernet.sh
   the four taps the pool window covers, `WindowTaps`), so the conv merge trains on every step the pool merge runs;
 - teacher-merge-dropout: as shared, and at each boundary the teacher (the largest path) runs another merge operator
   than its own (spm) with probability 0.25, drawn each step, so the stages behind it also learn from the others;
-- merge-lr: as shared, and the conv and pool merges' parameters learn at 4x the learning rate (a timm `lr_scale`
+- merge-lr[-N]: as shared, and the conv and pool merges' parameters learn at 4x (or N x) the learning rate (a timm `lr_scale`
   param group, the schedule unchanged), so the plain merges, pulled towards SPM's output by the alignment, get
   closer within the same steps.
 
@@ -43,9 +43,9 @@ def apply_variant(name: str) -> None:
     elif name == "norms-only":
         parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
     elif name not in ("shared", "maf-extra-norms", "balanced-merges", "consensus-merges", "tied-merges",
-                      "teacher-merge-dropout", "merge-lr"):
+                      "teacher-merge-dropout") and not name.startswith("merge-lr"):
         raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms, "
-                         "balanced-merges, consensus-merges, tied-merges, teacher-merge-dropout, merge-lr")
+                         "balanced-merges, consensus-merges, tied-merges, teacher-merge-dropout, merge-lr[-N]")
     for cls, p in parts.items():
         cls.SHARED_PARTS = p
 
@@ -185,8 +185,8 @@ def use_variant(name: str) -> None:
         tied_merges()
     if name == "teacher-merge-dropout":
         teacher_merge_dropout()
-    if name == "merge-lr":
-        merge_lr()
+    if name.startswith("merge-lr"):
+        merge_lr(float(name.split("-")[2]) if name.count("-") == 2 else 4.0)
     if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
         import supernet.model as model
 

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"share of each batch the alignment runs on (default {d.align_batch:g}; its cost scales with it)")
     p.add_argument("--align-paths", default=d.align_paths,
                    help="the merges aligned on the teacher's inputs (teacher, the default) or on every path's (all)")
+    p.add_argument("--merge-lr-scale", type=float, default=d.merge_lr_scale,
+                   help=f"learning-rate multiple for the merges the largest path does not run (default {d.merge_lr_scale:g})")
     p.add_argument("--student-labels", type=float, default=d.student_labels,
                    help="share of cross-entropy on the labels in a student path's loss, the rest distillation (default 0.5; 0: distillation only)")
     p.add_argument("--seed", type=seed_type(), default=d.seed)

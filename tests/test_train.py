@@ -112,6 +112,9 @@ def test_cli_bad_inputs(tmp_path, data):
     assert_user_error(run_main("nas.train_supernet", "--data", f"npz:{tmp_path}/missing.npz", "--out", str(tmp_path / "a")), "does not exist")
     assert_user_error(run_main("nas.train_supernet", "--space", "nope"), "unknown space 'nope'")
     assert_user_error(run_main("nas.train_supernet", "--strategy", "greedy", "--out", str(tmp_path / "b")), "allowed: sandwich, sandwich-mixed, sandwich-mixed-student, fair, uniform, stratified")
+    assert_user_error(run_main("nas.train_supernet", "--merge-lr-scale", "0", "--out", str(tmp_path / "d")),
+                      "--merge-lr-scale must be above 0 and at most 100 (a multiple of --lr), got 0.0")
+    assert not (tmp_path / "d").exists()
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")
     assert_user_error(run_main("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
@@ -157,3 +160,31 @@ def test_killed_supernet_training_resumes_to_the_same_weights(tmp_path, data):
     assert a["epoch"] == b["epoch"] == 3
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_merges_the_largest_path_does_not_run_learn_at_the_scaled_rate(tmp_path, data):
+    trainer = Trainer(_cfg(data, tmp_path / "run", merge_lr_scale=3.0), log=lambda *_: None)
+    largest = trainer.sampler.largest.merges
+    names = {id(p): n for n, p in trainer.net.named_parameters()}
+    other_merges = {n for n in names.values() if ".downsample." in n
+                    and n.split(".downsample.")[1].split(".")[0] != largest[int(n.split(".")[1]) - 1]}
+    groups = trainer.optimizer.param_groups
+    scaled = {names[id(p)] for g in groups if "lr_scale" in g for p in g["params"]}
+    assert scaled == other_merges and len({n.split(".downsample.")[1].split(".")[0] for n in scaled}) >= 2
+    assert sorted(names[id(p)] for g in groups for p in g["params"]) == sorted(names.values())  # every parameter once
+    for g in groups:  # weight decay as timm gives it: none on biases and norms
+        assert all(p.ndim <= 1 for p in g["params"]) == (g["weight_decay"] == 0.0)
+    trainer.scheduler.step_update(3)
+    base = {g["lr"] for g in groups if "lr_scale" not in g}
+    assert len(base) == 1 and {g["lr_scale"] for g in groups if "lr_scale" in g} == {3.0}
+    assert {g["lr"] for g in groups if "lr_scale" in g} == {3.0 * base.pop()}
+
+
+def test_a_checkpoint_with_other_optimizer_groups_is_not_resumed(tmp_path, data):
+    trainer = Trainer(_cfg(data, tmp_path / "run", epochs=1), log=lambda *_: None)
+    trainer.run()
+    ckpt = load_checkpoint(tmp_path / "run" / "supernet.pt")
+    ckpt["optimizer"]["param_groups"] = ckpt["optimizer"]["param_groups"][:2]  # the layout before the merges' own groups
+    torch.save(ckpt, tmp_path / "run" / "supernet.pt")
+    with pytest.raises(UserError, match=r"its optimizer has 2 parameter groups, this version's 4 .* start a new run"):
+        Trainer(_cfg(data, tmp_path / "run", epochs=2, resume=True), log=lambda *_: None)

@@ -129,6 +129,24 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[t
     return x, y
 
 
+def scale_learning_rates(optimizer: torch.optim.Optimizer, scales: dict[int, float]) -> None:
+    """Moves the parameters named in `scales` (by id) out of their groups into groups of their own, one per
+    (group, scale), with timm's `lr_scale`, which its schedulers apply at every update (the group's own `lr` stays
+    the base rate: timm's schedulers start from it). Made before the scheduler and the first step,
+    so the optimizer's state is empty; the groups depend only on which parameters are named, so a resumed run
+    rebuilds the same ones."""
+    for group in list(optimizer.param_groups):
+        by_scale: dict[float, list] = {}
+        for p in group["params"]:
+            if id(p) in scales:
+                by_scale.setdefault(scales[id(p)], []).append(p)
+        if by_scale:
+            group["params"] = [p for p in group["params"] if id(p) not in scales]
+            settings = {k: v for k, v in group.items() if k != "params"}
+            for scale, params in by_scale.items():
+                optimizer.add_param_group({**settings, "params": params, "lr_scale": scale})
+
+
 def train_epoch(loader, step, scheduler, epoch: int, epochs: int, device: torch.device, rank: int = 0, world: int = 1) -> dict:
     """One pass over `loader` with a progress bar; `step(x, y, epoch, k)` trains on a batch and returns
     its loss. The scheduler is stepped per update and at the end of the epoch."""
@@ -216,6 +234,7 @@ class TrainerBase:
         self.train_loader = shard(make_loader(self.bundle, "train", cfg.batch_size, seed=cfg.seed), self.rank, self.world)
         self.val_loader = make_loader(self.bundle, "val", 256)
         self.optimizer = create_optimizer_v2(self.model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scale_learning_rates(self.optimizer, self._lr_scales())
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, min_lr=cfg.min_lr,
             warmup_lr=cfg.lr * 0.01, updates_per_epoch=len(self.train_loader), step_on_epochs=False,
@@ -236,6 +255,10 @@ class TrainerBase:
         }
 
     def _restore(self, ckpt: dict) -> None:
+        saved_groups, groups = len(ckpt["optimizer"]["param_groups"]), len(self.optimizer.param_groups)
+        if saved_groups != groups:
+            raise UserError(f"cannot resume {self.ckpt_path}: its optimizer has {saved_groups} parameter groups, this "
+                            f"version's {groups} (it was written by an earlier version); start a new run with another --out")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -248,6 +271,10 @@ class TrainerBase:
         pass
 
     def _extra_state(self) -> dict:
+        return {}
+
+    def _lr_scales(self) -> dict[int, float]:
+        """Parameters (by id) that learn at a multiple of the learning rate; none by default."""
         return {}
 
     def _restore_extra(self, ckpt: dict) -> None:
