@@ -133,8 +133,8 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer, scales: dict[int, flo
     """Moves the parameters named in `scales` (by id) out of their groups into groups of their own, one per
     (group, scale), with timm's `lr_scale`, which its schedulers apply at every update (the group's own `lr` stays
     the base rate: timm's schedulers start from it). Made before the scheduler and the first step,
-    so the optimizer's state is empty; the groups depend only on which parameters are named, so a resumed run
-    rebuilds the same ones."""
+    so the optimizer's state is empty; the groups depend only on which parameters are named and their scales, so a
+    run resumed with the same settings rebuilds the same ones."""
     for group in list(optimizer.param_groups):
         by_scale: dict[float, list] = {}
         for p in group["params"]:
@@ -258,7 +258,7 @@ class TrainerBase:
         saved_groups, groups = len(ckpt["optimizer"]["param_groups"]), len(self.optimizer.param_groups)
         if saved_groups != groups:
             raise UserError(f"cannot resume {self.ckpt_path}: its optimizer has {saved_groups} parameter groups, this "
-                            f"version's {groups} (it was written by an earlier version); start a new run with another --out")
+                            f"run's {groups} (it was trained with another --merge-lr-scale); resume with that one, or start a new run")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
