@@ -17,10 +17,7 @@ VARIANT names which parts the block types at a layer position share (supernet.sh
 - tied-merges: as shared, and a boundary's pool merge reads its projection off the conv merge's kernel (the sum of
   the four taps the pool window covers, `WindowTaps`), so the conv merge trains on every step the pool merge runs;
 - teacher-merge-dropout: as shared, and at each boundary the teacher (the largest path) runs another merge operator
-  than its own (spm) with probability 0.25, drawn each step, so the stages behind it also learn from the others;
-- merge-lr[-N]: as shared, and the conv and pool merges' parameters learn at 4x (or N x) the learning rate (a timm `lr_scale`
-  param group, the schedule unchanged), so the plain merges, pulled towards SPM's output by the alignment, get
-  closer within the same steps.
+  than its own (spm) with probability 0.25, drawn each step, so the stages behind it also learn from the others.
 
 The variant changes only which modules are tied: every variant's checkpoint loads into a supernet built with the
 same variant (this script) and its paths extract to the same standalone models.
@@ -43,9 +40,9 @@ def apply_variant(name: str) -> None:
     elif name == "norms-only":
         parts = {cls: {r: a for r, a in p.items() if r.endswith("norm")} for cls, p in parts.items()}
     elif name not in ("shared", "maf-extra-norms", "balanced-merges", "consensus-merges", "tied-merges",
-                      "teacher-merge-dropout") and not name.startswith("merge-lr"):
+                      "teacher-merge-dropout"):
         raise SystemExit(f"unknown variant {name!r}; allowed: shared, separate, no-strip-mlp, norms-only, maf-extra-norms, "
-                         "balanced-merges, consensus-merges, tied-merges, teacher-merge-dropout, merge-lr[-N]")
+                         "balanced-merges, consensus-merges, tied-merges, teacher-merge-dropout")
     for cls, p in parts.items():
         cls.SHARED_PARTS = p
 
@@ -153,27 +150,6 @@ def merge_consensus() -> None:
     supernet_trainer.alignment_loss = with_consensus
 
 
-def merge_lr(scale: float = 4.0, ops: tuple[str, ...] = ("conv", "pool")) -> None:
-    """The supernet's optimizer puts the parameters of the `ops` merges in groups of their own with timm's
-    `lr_scale` (read by its schedulers at every update)."""
-    import timm.optim
-
-    create = timm.optim.create_optimizer_v2
-
-    def scaled(model, *args, **kwargs):
-        optimizer = create(model, *args, **kwargs)
-        ids = {id(p) for n, p in model.named_parameters() if any(f".downsample.{op}." in n for op in ops)}
-        for group in list(optimizer.param_groups):
-            moved = [p for p in group["params"] if id(p) in ids]
-            if moved:
-                group["params"] = [p for p in group["params"] if id(p) not in ids]
-                optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
-                                           "lr_scale": scale})
-        return optimizer
-
-    timm.optim.create_optimizer_v2 = scaled
-
-
 def use_variant(name: str) -> None:
     """Every Supernet built after this call has the variant's sharing."""
     apply_variant(name)
@@ -185,8 +161,6 @@ def use_variant(name: str) -> None:
         tied_merges()
     if name == "teacher-merge-dropout":
         teacher_merge_dropout()
-    if name.startswith("merge-lr"):
-        merge_lr(float(name.split("-")[2]) if name.count("-") == 2 else 4.0)
     if name == "maf-extra-norms":  # norm_global reads the same input as norm1: one module for both
         import supernet.model as model
 
