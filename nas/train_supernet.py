@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=d.space)
     p.add_argument("--data", default=d.data, help="digits (default), npz:PATH, folder:PATH or a timm data set name")
     p.add_argument("--scale", default=d.scale, help="proxy (default) or target")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help=f"training images held out for validation (default {d.val_fraction:g}; a search's --val-fraction)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
