@@ -116,7 +116,7 @@ def test_cli_bad_inputs(tmp_path, data):
                       "--merge-lr-scale must be above 0 and at most 100 (a multiple of --lr), got 0.0")
     assert not (tmp_path / "d").exists()
     assert_user_error(run_main("nas.train_supernet", "--val-fraction", "1", "--out", str(tmp_path / "e")),
-                      "--val-fraction must be between 0 and 1, got 1.0")
+                      "--val-fraction must be in (0, 1), got 1.0")
     assert not (tmp_path / "e").exists()
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")

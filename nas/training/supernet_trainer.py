@@ -84,8 +84,6 @@ class TrainConfig:
             raise UserError(f"--align-paths {self.align_paths!r} is not known; allowed: {', '.join(ALIGN_PATHS)}")
         if not 0.0 < self.align_batch <= 1.0:
             raise UserError(f"--align-batch must be in (0, 1] (the share of a batch the alignment runs on), got {self.align_batch}")
-        if not 0 < self.val_fraction < 1:
-            raise UserError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if not 0 < self.merge_lr_scale <= 100:
             raise UserError(f"--merge-lr-scale must be above 0 and at most 100 (a multiple of --lr), got {self.merge_lr_scale}")
         if self.align_types < 0:
