@@ -186,9 +186,11 @@ def test_merges_the_largest_path_does_not_run_learn_at_the_scaled_rate(tmp_path,
 def test_a_checkpoint_with_other_optimizer_groups_is_not_resumed(tmp_path, data):
     Trainer(_cfg(data, tmp_path / "run", epochs=1, merge_lr_scale=4.0), log=lambda *_: None).run()
     before = (tmp_path / "run" / "supernet.pt").read_bytes()
-    with pytest.raises(UserError, match=r"its optimizer has 4 parameter groups, this run's 2 \(it was trained with another "
-                                        r"--merge-lr-scale\); resume with that one, or start a new run"):
+    with pytest.raises(UserError, match=r"scales per parameter group are \[1.0, 1.0, 4.0, 4.0\], this run's \[1.0, 1.0\] "
+                                        r"\(it was trained with another --merge-lr-scale\); resume with that one, or start a new run"):
         Trainer(_cfg(data, tmp_path / "run", epochs=2, resume=True), log=lambda *_: None)
+    with pytest.raises(UserError, match=r"are \[1.0, 1.0, 4.0, 4.0\], this run's \[1.0, 1.0, 3.0, 3.0\]"):
+        Trainer(_cfg(data, tmp_path / "run", epochs=2, resume=True, merge_lr_scale=3.0), log=lambda *_: None)
     assert (tmp_path / "run" / "supernet.pt").read_bytes() == before
     resumed = Trainer(_cfg(data, tmp_path / "run", epochs=2, resume=True, merge_lr_scale=4.0), log=lambda *_: None)
     assert resumed.epoch == 1 and len(resumed.optimizer.param_groups) == 4

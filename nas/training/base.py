@@ -255,10 +255,12 @@ class TrainerBase:
         }
 
     def _restore(self, ckpt: dict) -> None:
-        saved_groups, groups = len(ckpt["optimizer"]["param_groups"]), len(self.optimizer.param_groups)
-        if saved_groups != groups:
-            raise UserError(f"cannot resume {self.ckpt_path}: its optimizer has {saved_groups} parameter groups, this "
-                            f"run's {groups} (it was trained with another --merge-lr-scale); resume with that one, or start a new run")
+        saved = [g.get("lr_scale", 1.0) for g in ckpt["optimizer"]["param_groups"]]
+        own = [g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
+        if saved != own:  # load_state_dict would refuse other counts and silently keep the saved scales
+            raise UserError(f"cannot resume {self.ckpt_path}: its optimizer's learning-rate scales per parameter group are "
+                            f"{saved}, this run's {own} (it was trained with another --merge-lr-scale); resume with that one, "
+                            "or start a new run")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
