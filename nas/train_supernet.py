@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the merges aligned on the teacher's inputs (teacher, the default) or on every path's (all)")
     p.add_argument("--merge-lr-scale", type=float, default=d.merge_lr_scale,
                    help=f"learning-rate multiple for the merges the largest path does not run (default {d.merge_lr_scale:g})")
+    p.add_argument("--merge-fit-epochs", type=int, default=d.merge_fit_epochs,
+                   help=f"epochs after --epochs that train only the merges the largest path does not run, the rest frozen "
+                        f"(default {d.merge_fit_epochs}; 0: none)")
     p.add_argument("--student-labels", type=float, default=d.student_labels,
                    help="share of cross-entropy on the labels in a student path's loss, the rest distillation (default 0.5; 0: distillation only)")
     p.add_argument("--seed", type=seed_type(), default=d.seed)

@@ -18,7 +18,7 @@ def data(tmp_path):
 
 def _cfg(data, out, **kw):
     base = dict(space="psvit_ext", data=data, custom_scale=TINY["psvit_ext"].to_dict(), epochs=2, batch_size=16,
-                out=str(out), calib_batches=2, val_fraction=0.25, warmup_epochs=1, device="cpu")
+                out=str(out), calib_batches=2, val_fraction=0.25, warmup_epochs=1, device="cpu", merge_fit_epochs=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -36,29 +36,34 @@ def _stop_after(epoch):
 
 
 def test_resume_continues_from_saved_epoch_with_same_optimizer_state(tmp_path, data):
-    full = Trainer(_cfg(data, tmp_path / "full"), log=lambda *_: None)
+    """One training epoch, then two of merge fitting, cut after the first fitting epoch: the resumed run restores both
+    optimizers and ends exactly where the uninterrupted one did."""
+    cfg = dict(epochs=1, merge_fit_epochs=2)
+    full = Trainer(_cfg(data, tmp_path / "full", **cfg), log=lambda *_: None)
     full.run()
 
-    interrupted = Trainer(_cfg(data, tmp_path / "cut"), log=lambda *_: None, on_epoch_end=_stop_after(1))
+    interrupted = Trainer(_cfg(data, tmp_path / "cut", **cfg), log=lambda *_: None, on_epoch_end=_stop_after(2))
     with pytest.raises(Stop):
         interrupted.run()
     saved = load_checkpoint(tmp_path / "cut" / "supernet.pt")
-    assert saved["epoch"] == 1 and len(saved["history"]) == 1
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2 and "merge_fit_optimizer" in saved
 
-    resumed = Trainer(_cfg(data, tmp_path / "cut", resume=True), log=lambda *_: None)
-    assert resumed.epoch == 1
-    opt = resumed.optimizer.state_dict()
-    for k, state in saved["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(opt["state"][k][name]), torch.as_tensor(value))
+    resumed = Trainer(_cfg(data, tmp_path / "cut", resume=True, **cfg), log=lambda *_: None)
+    assert resumed.epoch == 2
+    for ours, theirs in ((resumed.optimizer, saved["optimizer"]), (resumed.fitter.optimizer, saved["merge_fit_optimizer"])):
+        opt = ours.state_dict()
+        assert theirs["state"]
+        for k, state in theirs["state"].items():
+            for name, value in state.items():
+                assert torch.equal(torch.as_tensor(opt["state"][k][name]), torch.as_tensor(value))
     assert resumed.scheduler.state_dict() == saved["scheduler"]
     resumed.run()
-    assert resumed.epoch == 2
+    assert resumed.epoch == 3
     # the interrupted-and-resumed run ends exactly where the uninterrupted one did
     for (name, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
         assert torch.equal(a, b), name
-    assert [r["epoch"] for r in load_checkpoint(tmp_path / "cut" / "supernet.pt")["history"]] == [1, 2]
-    assert (tmp_path / "cut" / "train_log.csv").read_text().count("\n") == 3
+    assert [r["epoch"] for r in load_checkpoint(tmp_path / "cut" / "supernet.pt")["history"]] == [1, 2, 3]
+    assert (tmp_path / "cut" / "train_log.csv").read_text().count("\n") == 4
 
 
 def test_nan_guard_stops_and_keeps_previous_checkpoint(tmp_path, data, monkeypatch):
@@ -118,6 +123,9 @@ def test_cli_bad_inputs(tmp_path, data):
     assert_user_error(run_main("nas.train_supernet", "--val-fraction", "1", "--out", str(tmp_path / "e")),
                       "--val-fraction must be in (0, 1), got 1.0")
     assert not (tmp_path / "e").exists()
+    assert_user_error(run_main("nas.train_supernet", "--merge-fit-epochs", "-1", "--out", str(tmp_path / "f")),
+                      "--merge-fit-epochs must be between 0 and 100,000, got -1")
+    assert not (tmp_path / "f").exists()
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "supernet.pt").write_bytes(b"not a checkpoint")
     assert_user_error(run_main("nas.train_supernet", "--resume", "--out", str(tmp_path / "c")), "is corrupt or not a torch checkpoint")
@@ -152,7 +160,8 @@ def test_two_ray_train_workers(tmp_path, data):
 def test_killed_supernet_training_resumes_to_the_same_weights(tmp_path, data):
     from conftest import kill_at_line, run_module
 
-    args = ["nas.train_supernet", "--data", data, "--epochs", "3", "--batch-size", "16", "--threads", "1", "--device", "cpu"]
+    args = ["nas.train_supernet", "--data", data, "--epochs", "3", "--merge-fit-epochs", "1", "--batch-size", "16", "--threads", "1",
+            "--device", "cpu"]
     full = run_module(*args, "--out", str(tmp_path / "full"), cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-1500:]
     kill_at_line([*args, "--out", str(tmp_path / "cut")], "epoch 1/3: loss", tmp_path)
@@ -160,7 +169,7 @@ def test_killed_supernet_training_resumes_to_the_same_weights(tmp_path, data):
     resumed = run_module(*args, "--out", str(tmp_path / "cut"), "--resume", cwd=tmp_path)
     assert resumed.returncode == 0 and "resumed" in resumed.stdout and "epoch 1/3:" not in resumed.stdout, resumed.stderr[-1500:]
     a, b = load_checkpoint(tmp_path / "full" / "supernet.pt"), load_checkpoint(tmp_path / "cut" / "supernet.pt")
-    assert a["epoch"] == b["epoch"] == 3
+    assert a["epoch"] == b["epoch"] == 4 and "merge_fit_optimizer" in b
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
 
@@ -194,3 +203,47 @@ def test_a_checkpoint_with_other_optimizer_groups_is_not_resumed(tmp_path, data)
     assert (tmp_path / "run" / "supernet.pt").read_bytes() == before
     resumed = Trainer(_cfg(data, tmp_path / "run", epochs=2, resume=True, merge_lr_scale=4.0), log=lambda *_: None)
     assert resumed.epoch == 1 and len(resumed.optimizer.param_groups) == 4
+
+
+def test_merge_fitting_trains_only_the_merges_the_largest_path_does_not_run(tmp_path, data):
+    logs = []
+    trainer = Trainer(_cfg(data, tmp_path / "run", epochs=1, merge_fit_epochs=1), log=logs.append)
+    assert trainer.planned_epochs == 2
+    largest = trainer.sampler.largest.merges
+    fitted = {n for n, _ in trainer.net.named_parameters() if ".downsample." in n
+              and n.split(".downsample.")[1].split(".")[0] != largest[int(n.split(".")[1]) - 1]}
+    assert len({n.split(".downsample.")[1].split(".")[0] for n in fitted}) == 2  # conv and pool; spm is the largest's
+    trainer.run_epoch()
+    before = {n: p.detach().clone() for n, p in trainer.net.named_parameters()}
+    trainer.run_epoch()
+    changed = {n for n, p in trainer.net.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == fitted
+    assert logs[-1].startswith("merge fit 1/1: loss ")
+    summary = trainer.finish()
+    assert (summary["epochs"], summary["merge_fit_epochs"]) == (1, 1)
+
+
+def test_merge_fitting_paths():
+    from nas.measure.costs import extreme_arch
+    from nas.training.merge_fitting import RANDOM_PATHS, fit_paths
+    from search_spaces import get_space
+
+    space, scale = get_space("psvit_ext"), TINY["psvit_ext"]
+    largest, smallest = extreme_arch(space, scale, True), extreme_arch(space, scale, False)
+    assert set(largest.merges) == {"spm"} and set(smallest.merges) == {"pool"}
+    even = fit_paths(space, largest, smallest, seed=0, epoch=3, step=4)
+    # the smallest path, and both extremes with each operator the largest does not run in every boundary
+    assert sorted((a.stages == largest.stages, a.merges) for a in even) == [
+        (False, ("conv",) * 3), (False, ("pool",) * 3), (True, ("conv",) * 3), (True, ("pool",) * 3)]
+    assert all(a.stages in (largest.stages, smallest.stages) for a in even)
+    odd = fit_paths(space, largest, smallest, seed=0, epoch=3, step=5)
+    assert len(odd) == RANDOM_PATHS and [a.key() for a in odd] == [a.key() for a in fit_paths(space, largest, smallest, 0, 3, 5)]
+    assert [a.key() for a in odd] != [a.key() for a in fit_paths(space, largest, smallest, 0, 3, 7)]
+    for a in odd:
+        space.validate(a)
+
+
+def test_a_space_without_merge_choices_has_no_fitting_epochs(tmp_path, data):
+    trainer = Trainer(_cfg(data, tmp_path / "run", space="psvit", custom_scale=TINY["psvit"].to_dict(), epochs=1,
+                           merge_fit_epochs=2), log=lambda *_: None)
+    assert trainer.fitter.params == [] and trainer.planned_epochs == 1

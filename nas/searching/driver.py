@@ -244,7 +244,6 @@ def check_inputs(settings: SearchSettings):
 
 def prepare_supernet(settings: SearchSettings, run_dir: Path, bundle, supernet_state: dict | None):
     """(supernet state for the trials, checkpoint path): the given one, or one trained in the run folder."""
-    from nas.training.checkpoint import load_checkpoint
     from nas.training.supernet_trainer import TrainConfig, Trainer
 
     if supernet_state is not None:
@@ -252,12 +251,11 @@ def prepare_supernet(settings: SearchSettings, run_dir: Path, bundle, supernet_s
     path = run_dir / "supernet.pt"
     tc = TrainConfig(space=settings.space, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
                      student_labels=settings.student_labels, seed=settings.seed, val_fraction=settings.val_fraction, out=str(run_dir))
-    done = False
-    if path.exists():
-        done = int(load_checkpoint(path)["epoch"]) >= settings.epochs
-        tc.resume = True
+    tc.resume = path.exists()
     trainer = Trainer(tc, bundle=bundle)
-    if not done:
-        print(f"training the supernet ({settings.epochs} epochs, {settings.strategy} sampling, {settings.scale} scale) into {path}", flush=True)
+    if trainer.epoch < trainer.planned_epochs:
+        fit = trainer.planned_epochs - settings.epochs
+        print(f"training the supernet ({settings.epochs} epochs{f', then {fit} fitting the merges' if fit else ''}, {settings.strategy} "
+              f"sampling, {settings.scale} scale) into {path}", flush=True)
         trainer.run()
     return {"scale": trainer.scale.to_dict(), "model": trainer.net.cpu().state_dict()}, path

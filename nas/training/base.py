@@ -147,14 +147,14 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer, scales: dict[int, flo
                 optimizer.add_param_group({**settings, "params": params, "lr_scale": scale})
 
 
-def train_epoch(loader, step, scheduler, epoch: int, epochs: int, device: torch.device, rank: int = 0, world: int = 1) -> dict:
+def train_epoch(loader, step, scheduler, epoch: int, label: str, device: torch.device, rank: int = 0, world: int = 1) -> dict:
     """One pass over `loader` with a progress bar; `step(x, y, epoch, k)` trains on a batch and returns
     its loss. The scheduler is stepped per update and at the end of the epoch."""
     steps = len(loader)
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
     t0, seen, loss_sum = time.time(), 0, 0.0
-    bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=rank > 0, mininterval=1.0, leave=False,
+    bar = tqdm(loader, total=steps, desc=label, disable=rank > 0, mininterval=1.0, leave=False,
                dynamic_ncols=True)
     for k, (x, y) in enumerate(bar):
         x, y = to_device(x, y, device)
@@ -307,9 +307,18 @@ class TrainerBase:
         if not self.rank:
             self.out.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def planned_epochs(self) -> int:
+        """The epochs a finished run has: cfg.epochs, and for a subclass any it adds after them."""
+        return self.cfg.epochs
+
+    def _epoch_label(self, epoch: int) -> str:
+        """How the progress bar and the log name epoch `epoch` (from 0)."""
+        return f"epoch {epoch + 1}/{self.planned_epochs}"
+
     def run(self) -> dict:
-        """Trains to cfg.epochs from the current epoch, saving the checkpoint and log after every epoch."""
-        while self.epoch < self.cfg.epochs:
+        """Trains to planned_epochs from the current epoch, saving the checkpoint and log after every epoch."""
+        while self.epoch < self.planned_epochs:
             self.run_epoch()
         self.begin()
         return self.finish()
@@ -330,7 +339,7 @@ class TrainerBase:
         epoch, t0 = self.epoch, time.time()
         self.model.train()
         self._start_epoch(epoch)
-        stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, cfg.epochs, self.device, self.rank, self.world)
+        stats = train_epoch(self.train_loader, self._step, self.scheduler, epoch, self._epoch_label(epoch), self.device, self.rank, self.world)
         self.epoch = epoch + 1
         lr = self.optimizer.param_groups[0]["lr"]
         scores = self._validate()
@@ -340,7 +349,7 @@ class TrainerBase:
         self.rng = rng_state()
         if not self.rank:
             save_progress(self.state(), self.ckpt_path, self.history, self.checkpoint_kind)
-        self.log(f"epoch {self.epoch}/{cfg.epochs}: loss {row['train_loss']:.3f}, {row['images_per_s']:.0f} img/s, "
+        self.log(f"{self._epoch_label(epoch)}: loss {row['train_loss']:.3f}, {row['images_per_s']:.0f} img/s, "
                  f"{self._describe_validation(row)} ({row['epoch_time_s']:.1f}s)")
         if self.on_epoch_end is not None:
             self.on_epoch_end(self)

@@ -7,6 +7,7 @@ averaged with one all-reduce per tensor; no DistributedDataParallel bookkeeping 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -25,7 +26,8 @@ from nas.data import DataBundle, load_data
 from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
 from nas.measure.evaluate import calibration_loader, evaluate
-from nas.training.base import TrainerBase, check_common_settings, new_out_dir
+from nas.training.base import MAX_EPOCHS, TrainerBase, check_common_settings, new_out_dir
+from nas.training.merge_fitting import MergeFitter, fit_paths
 from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, TEACHER_STRATEGIES, PathSampler
 
 CHECKPOINT = "supernet.pt"
@@ -56,6 +58,7 @@ class TrainConfig:
     align_batch: float = 0.5  # share of each batch (its first images) the alignment runs on: half ties the whole batch (docs/benchmarks.md)
     align_paths: str = "teacher"  # whose merge inputs the merges are aligned on: the teacher's, or every path's ("all")
     merge_lr_scale: float = 1.0  # the learning rate's multiple for the merges the largest path does not run (4: +0.05 on digits)
+    merge_fit_epochs: int = 2  # epochs after `epochs` that fit only those merges (nas.training.merge_fitting): worst swap 51% -> 19%
     seed: int = 0
     val_fraction: float = 0.1
     calib_batches: int = 10
@@ -86,6 +89,8 @@ class TrainConfig:
             raise UserError(f"--align-batch must be in (0, 1] (the share of a batch the alignment runs on), got {self.align_batch}")
         if not 0 < self.merge_lr_scale <= 100:
             raise UserError(f"--merge-lr-scale must be above 0 and at most 100 (a multiple of --lr), got {self.merge_lr_scale}")
+        if not 0 <= self.merge_fit_epochs <= MAX_EPOCHS:
+            raise UserError(f"--merge-fit-epochs must be between 0 and {MAX_EPOCHS:,}, got {self.merge_fit_epochs}")
         if self.align_types < 0:
             raise UserError(f"--align-types must be at least 0 (0: every other block type at a layer), got {self.align_types}")
         if self.num_random < 0 or self.calib_batches < 0:
@@ -219,6 +224,7 @@ class Trainer(TrainerBase):
         self.calib_loader = calibration_loader(self.bundle)
         self.sampler = PathSampler(self.space, self.scale, cfg.strategy, seed=cfg.seed, num_random=cfg.num_random, dist=cfg.path_dist,
                                    epochs=cfg.epochs)
+        self.fitter = MergeFitter(self.model, self.space, self.sampler.largest, self.sampler.smallest, cfg)
         self._start_training(resume_state)
 
     @property
@@ -226,8 +232,26 @@ class Trainer(TrainerBase):
         """The supernet (the model TrainerBase trains)."""
         return self.model
 
+    @property
+    def planned_epochs(self) -> int:
+        """cfg.epochs, then cfg.merge_fit_epochs where the space has merges the largest path does not run."""
+        return self.cfg.epochs + (self.cfg.merge_fit_epochs if self.fitter.params else 0)
+
+    def _epoch_label(self, epoch: int) -> str:
+        if epoch < self.cfg.epochs:
+            return f"epoch {epoch + 1}/{self.cfg.epochs}"
+        return f"merge fit {epoch + 1 - self.cfg.epochs}/{self.cfg.merge_fit_epochs}"
+
+    def _fit_step(self, x, y, epoch: int, step: int) -> float:
+        paths = fit_paths(self.space, self.sampler.largest, self.sampler.smallest, self.cfg.seed, epoch, step)
+        self.path_hash.update(("merge-fit" + "".join(a.key() for a in paths)).encode())
+        loss_fn = functools.partial(student_loss, label_weight=self.cfg.student_labels, label_smoothing=self.cfg.label_smoothing)
+        return self.fitter.step(x, y, paths, epoch, step, loss_fn, self)
+
     def _step(self, x, y, epoch: int, step: int) -> float:
         cfg = self.cfg
+        if epoch >= cfg.epochs:
+            return self._fit_step(x, y, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         teacher, total = None, 0.0
         paths = self.sampler.paths(epoch, step)
@@ -271,10 +295,13 @@ class Trainer(TrainerBase):
                 for p in merge.parameters()}
 
     def _extra_state(self) -> dict:
-        return {"sampler": self.sampler.state_dict()}
+        fitting = self.fitter.optimizer is not None and self.epoch > self.cfg.epochs
+        return {"sampler": self.sampler.state_dict(), **({"merge_fit_optimizer": self.fitter.optimizer.state_dict()} if fitting else {})}
 
     def _restore_extra(self, ckpt: dict) -> None:
         self.sampler.load_state_dict(ckpt.get("sampler", {}))
+        if "merge_fit_optimizer" in ckpt and self.fitter.optimizer is not None:
+            self.fitter.optimizer.load_state_dict(ckpt["merge_fit_optimizer"])
 
     def _agreed_paths(self) -> str:
         """The digest of the epoch's paths, checked to be the same on every worker: their gradients are
@@ -303,7 +330,8 @@ class Trainer(TrainerBase):
     def summary(self, seconds: float) -> dict:
         last = self.history[-1] if self.history else {}
         summary = {
-            "space": self.space.name, "scale": self.scale.to_dict(), "data": self.bundle.describe(), "epochs": self.epoch,
+            "space": self.space.name, "scale": self.scale.to_dict(), "data": self.bundle.describe(),
+            "epochs": min(self.epoch, self.cfg.epochs), "merge_fit_epochs": max(0, self.epoch - self.cfg.epochs),
             "strategy": self.cfg.strategy, "path_dist": self.cfg.path_dist, "checkpoint": str(self.ckpt_path),
             "val_acc_largest": last.get("val_acc_largest"), "val_acc_smallest": last.get("val_acc_smallest"),
             "chance": 1.0 / self.bundle.num_classes,
