@@ -92,7 +92,8 @@ def main(argv=None) -> int:
         summary = train_with_ray(cfg, args.num_workers, args.use_gpu, args.address)
     else:
         summary = Trainer(cfg).run()
-    print(f"supernet: {summary['checkpoint']} ({summary['epochs']} epochs, {summary['wall_time_s']:.0f}s, data {summary['data']['name']}, "
+    fitted = f" + {summary['merge_fit_epochs']} fitting the merges" if summary.get("merge_fit_epochs") else ""
+    print(f"supernet: {summary['checkpoint']} ({summary['epochs']} epochs{fitted}, {summary['wall_time_s']:.0f}s, data {summary['data']['name']}, "
           f"chance {summary['chance']:.3f})")
     print(f"validation accuracy, largest path ({summary['largest_macs'] / 1e6:.1f}M MACs): {summary['val_acc_largest']:.3f}")
     print(f"validation accuracy, smallest path ({summary['smallest_macs'] / 1e6:.1f}M MACs): {summary['val_acc_smallest']:.3f}")

@@ -333,7 +333,6 @@ class TrainerBase:
         """One epoch: train, validate, save the checkpoint and log; returns the epoch's row. Its own random state is
         put in place for the epoch and kept afterwards, so that trainers run epoch by epoch in turn (the selection
         stage's seeds) draw what each would draw alone."""
-        cfg = self.cfg
         self.begin()
         set_rng_state(self.rng)
         epoch, t0 = self.epoch, time.time()

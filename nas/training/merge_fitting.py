@@ -4,9 +4,9 @@ the largest path does not run, everything else frozen.
 Why. The stages behind a boundary are trained mostly behind the largest path's merge (spm in psvit_ext), and block-wise
 alignment pulls the other operators towards its output in mean squared error, which they do not reach (relative error
 0.4-0.9 at the default's end); a path that swaps them in loses up to half of its accuracy above chance. Fitted in
-function space instead, on the finished stages, they learn to hand those stages what they read: on the default's
-supernet two epochs of this cut the worst merge swap from 51% to 19% and raised the proposals' median
-(docs/benchmarks.md, "Merge fitting").
+function space instead, on the finished stages, they learn to hand those stages what they read: on the main
+command's supernet three epochs of this cut the worst merge swap from 51% to 16% and raised the proposals' median
+(docs/benchmarks.md, "Merge fitting"; fitted to SPM's output in MSE, the swaps got worse).
 
 What a step trains on, with the sandwich's student loss (the largest path's predictions as the teacher, mixed with the
 labels): on even steps the smallest path and the largest and smallest paths with each fitted operator in every
