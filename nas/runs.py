@@ -47,6 +47,7 @@ class SearchSettings:
     scale: str = "proxy"
     supernet: str | None = None
     epochs: int = 6  # the supernet's (TrainConfig's default)
+    merge_fit_epochs: int = 3  # the supernet's merge fitting after its epochs (TrainConfig's default; 0 in a run made before it)
     strategy: str = "sandwich"
     student_labels: float = 0.5  # share of label cross-entropy in a student path's loss (teacher strategies)
     calib_batches: int = 10
@@ -105,6 +106,7 @@ _RULES = {
     "scale": (lambda v: v in SCALES, ", ".join(SCALES)),
     "supernet": (lambda v: v is None or isinstance(v, str), "null or a checkpoint path"),
     "epochs": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "merge_fit_epochs": (lambda v: _integer(v) and 0 <= v <= 100_000, "an integer from 0 to 100,000"),
     "strategy": (lambda v: isinstance(v, str), "a path-sampling strategy name"),
     "student_labels": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "calib_batches": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
@@ -143,6 +145,7 @@ def settings_from_dict(values, where: str) -> SearchSettings:
     for name in ("space", "objectives", "trials"):
         if name not in values:
             raise UserError(f"{where}: settings.{name} is missing; runs are the folders nas.search writes")
+    values = {"merge_fit_epochs": 0, **values}  # a run recorded before merge fitting: its supernet stays as it was trained
     return SearchSettings(**{**values, "objectives": tuple(values["objectives"])})
 
 

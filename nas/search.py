@@ -56,6 +56,8 @@ def build_parser() -> Parser:
     p.add_argument("--scale", default=d.scale, help="scale the supernet is trained at: proxy (default) or target")
     p.add_argument("--supernet", default=None, help="a trained supernet.pt (default: train one in the run folder)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="supernet training epochs when none is given")
+    p.add_argument("--merge-fit-epochs", type=int, default=d.merge_fit_epochs,
+                   help=f"supernet epochs after --epochs that fit only the merges its largest path does not run (default {d.merge_fit_epochs}; 0: none)")
     p.add_argument("--strategy", default=d.strategy, help=f"supernet path sampling: {', '.join(STRATEGIES)}")
     p.add_argument("--student-labels", type=float, default=d.student_labels,
                    help="share of label cross-entropy in a student path's loss, the rest distillation (default 0.5)")
@@ -137,6 +139,8 @@ def settings_from_args(args) -> SearchSettings:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     if not 1 <= args.epochs <= 100_000:
         raise UserError(f"--epochs must be at least 1 (and at most 100,000), got {args.epochs}")
+    if not 0 <= args.merge_fit_epochs <= 100_000:
+        raise UserError(f"--merge-fit-epochs must be between 0 and 100,000, got {args.merge_fit_epochs}")
     if args.concurrency < 0:
         raise UserError(f"--concurrency must be at least 0 (0: what the resources allow), got {args.concurrency}")
     if args.strategy not in STRATEGIES:
@@ -146,6 +150,7 @@ def settings_from_args(args) -> SearchSettings:
     settings = SearchSettings(
         space=space.name, flops=flops, params=params, latency_ms=latency, sampler=args.sampler, objectives=objectives,
         trials=args.trials, seed=args.seed, data=args.data, val_fraction=args.val_fraction, scale=args.scale, supernet=args.supernet, epochs=args.epochs,
+        merge_fit_epochs=args.merge_fit_epochs,
         strategy=args.strategy, student_labels=args.student_labels, address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency, space_file=str(Path(args.space_file).resolve()) if args.space_file else None,
         space_file_sha256=space_file_sha256,

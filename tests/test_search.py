@@ -98,6 +98,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, toy)
     (["--flops", "0.001G"], ["no architecture of psvit_ext fits", "the smallest has {smallest_gmacs:.2f}G MACs"]),
     (["--params", "1M"], ["no architecture of psvit_ext fits", "M params"]),
     (["--flops", "4.5G", "--objectives", "flops,acc"], ["--objectives 'flops,acc'"]),
+    (["--flops", "4.5G", "--merge-fit-epochs", "-1"], ["--merge-fit-epochs must be between 0 and 100,000, got -1"]),
 ])
 def test_bad_input(tmp_path, args, fragments):
     from nas.measure.costs import arch_costs, extreme_arch
@@ -307,3 +308,24 @@ def test_search_uses_the_gpu_without_device_flags(tmp_path, toy):
     assert proc.stdout.splitlines()[0].startswith("devices: supernet training on cuda:")
     devices = json.loads((run / "config.json").read_text())["devices"]
     assert devices["trials_on"] == "gpu" and 1 <= devices["trials_per_gpu"] <= 8 and devices["gpus_per_trial"] == 1 / devices["trials_per_gpu"]
+
+
+def test_a_run_recorded_before_merge_fitting_keeps_its_supernet_as_trained(tmp_path):
+    """A run folder written before --merge-fit-epochs existed records no such setting: it reads as 0, so resuming it
+    does not go on to fit its supernet's merges between trials already scored and new ones."""
+    from nas import runs
+    from nas.errors import UserError
+    from nas.runs import SearchSettings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    runs.write_config(SearchSettings(space="psvit_ext", flops=4.5e9, trials=5, run_dir=str(run)), run, {})
+    assert runs.read_settings(run).merge_fit_epochs == SearchSettings().merge_fit_epochs == 3
+    config = json.loads((run / "config.json").read_text())
+    del config["settings"]["merge_fit_epochs"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert runs.read_settings(run).merge_fit_epochs == 0
+    config["settings"]["merge_fit_epochs"] = -1
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"settings.merge_fit_epochs is -1; allowed: an integer from 0 to 100,000"):
+        runs.read_settings(run)

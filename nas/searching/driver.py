@@ -249,7 +249,8 @@ def prepare_supernet(settings: SearchSettings, run_dir: Path, bundle, supernet_s
     if supernet_state is not None:
         return supernet_state, Path(settings.supernet)
     path = run_dir / "supernet.pt"
-    tc = TrainConfig(space=settings.space, data=settings.data, scale=settings.scale, epochs=settings.epochs, strategy=settings.strategy,
+    tc = TrainConfig(space=settings.space, data=settings.data, scale=settings.scale, epochs=settings.epochs,
+                     merge_fit_epochs=settings.merge_fit_epochs, strategy=settings.strategy,
                      student_labels=settings.student_labels, seed=settings.seed, val_fraction=settings.val_fraction, out=str(run_dir))
     tc.resume = path.exists()
     trainer = Trainer(tc, bundle=bundle)
