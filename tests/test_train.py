@@ -247,3 +247,14 @@ def test_a_space_without_merge_choices_has_no_fitting_epochs(tmp_path, data):
     trainer = Trainer(_cfg(data, tmp_path / "run", space="psvit", custom_scale=TINY["psvit"].to_dict(), epochs=1,
                            merge_fit_epochs=2), log=lambda *_: None)
     assert trainer.fitter.params == [] and trainer.planned_epochs == 1
+
+
+def test_a_run_whose_merges_were_fitted_is_not_resumed_with_more_epochs(tmp_path, data):
+    Trainer(_cfg(data, tmp_path / "run", epochs=1, merge_fit_epochs=1), log=lambda *_: None).run()
+    before = (tmp_path / "run" / "supernet.pt").read_bytes()
+    with pytest.raises(UserError, match=r"its merges were fitted after 1 training epochs, so --epochs must stay 1 \(got 2\); "
+                                        r"start a new run for more epochs"):
+        Trainer(_cfg(data, tmp_path / "run", epochs=2, merge_fit_epochs=1, resume=True), log=lambda *_: None)
+    assert (tmp_path / "run" / "supernet.pt").read_bytes() == before
+    more = Trainer(_cfg(data, tmp_path / "run", epochs=1, merge_fit_epochs=2, resume=True), log=lambda *_: None)
+    assert (more.epoch, more.planned_epochs) == (2, 3)  # more fitting is allowed: it continues where it stopped

@@ -23,6 +23,7 @@ import torch
 
 from search_spaces import Arch
 
+from nas.errors import UserError
 from nas.training.base import average_gradients
 
 RANDOM_PATHS = 4
@@ -53,6 +54,15 @@ def fit_paths(space, largest: Arch, smallest: Arch, seed: int, epoch: int, step:
             paths.setdefault(arch.key(), arch)
     paths.pop(largest.key(), None)
     return list(paths.values())
+
+
+def check_resumable(ckpt: dict, epochs: int, path) -> None:
+    """A checkpoint whose merges were fitted to the stages of N training epochs continues with N (more fitting is fine);
+    more training epochs would change the stages under merges fitted to them."""
+    trained = ckpt.get("config", {}).get("epochs", epochs)
+    if int(ckpt["epoch"]) > trained != epochs:
+        raise UserError(f"cannot resume {path}: its merges were fitted after {trained} training epochs, so --epochs must "
+                        f"stay {trained} (got {epochs}); start a new run for more epochs")
 
 
 class MergeFitter:

@@ -27,7 +27,7 @@ from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
 from nas.measure.evaluate import calibration_loader, evaluate
 from nas.training.base import MAX_EPOCHS, TrainerBase, check_common_settings, new_out_dir
-from nas.training.merge_fitting import MergeFitter, fit_paths
+from nas.training.merge_fitting import MergeFitter, check_resumable, fit_paths
 from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, TEACHER_STRATEGIES, PathSampler
 
 CHECKPOINT = "supernet.pt"
@@ -299,6 +299,7 @@ class Trainer(TrainerBase):
         return {"sampler": self.sampler.state_dict(), **({"merge_fit_optimizer": self.fitter.optimizer.state_dict()} if fitting else {})}
 
     def _restore_extra(self, ckpt: dict) -> None:
+        check_resumable(ckpt, self.cfg.epochs, self.ckpt_path)
         self.sampler.load_state_dict(ckpt.get("sampler", {}))
         if "merge_fit_optimizer" in ckpt and self.fitter.optimizer is not None:
             self.fitter.optimizer.load_state_dict(ckpt["merge_fit_optimizer"])
