@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -24,7 +22,7 @@ from nas.data import make_loader
 from nas.errors import RunFailed, UserError
 from nas.measure.device import resolve_device
 from nas.runs import check_folder_path
-from nas.training.checkpoint import KIND, check_compatible, load_checkpoint, save_checkpoint
+from nas.training.checkpoint import KIND, check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 LOG = "train_log.csv"
 MAX_EPOCHS = 100_000
@@ -94,32 +92,6 @@ def check_out_folder(out: Path, checkpoint: Path, resume: bool, what: str) -> No
         raise UserError(f"{out} already holds a {what} checkpoint; pass --resume to continue it or choose another --out")
     if resume and not checkpoint.exists():
         raise UserError(f"--resume: {checkpoint} does not exist")
-
-
-def rng_state() -> dict:
-    """torch, numpy (Mixup draws from it) and Python (RandAugment) generators, as plain types and tensors."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        n = state["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,12 +280,10 @@ class TrainerBase:
             self.out.mkdir(parents=True, exist_ok=True)
 
     @property
-    def planned_epochs(self) -> int:
-        """The epochs a finished run has: cfg.epochs, and for a subclass any it adds after them."""
+    def planned_epochs(self) -> int:  # the epochs a finished run has: cfg.epochs, and any a subclass adds after them
         return self.cfg.epochs
 
-    def _epoch_label(self, epoch: int) -> str:
-        """How the progress bar and the log name epoch `epoch` (from 0)."""
+    def _epoch_label(self, epoch: int) -> str:  # the progress bar's and the log's name of epoch `epoch` (from 0)
         return f"epoch {epoch + 1}/{self.planned_epochs}"
 
     def run(self) -> dict:

@@ -3,13 +3,16 @@
 A checkpoint names its kind, space and scale; loading it into another space or scale is refused with a
 message saying which it is for. Only plain types and tensors are stored, so weights_only loading
 needs no allow-list and a downloaded file can never run code.
+The random generators' state (rng_state) is stored the same way, for exact resumes.
 """
 from __future__ import annotations
 
 import io
+import random
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from search_spaces import Scale, get_space
@@ -81,3 +84,29 @@ def supernet_from_checkpoint(path: str | Path, space_name: str | None = None, sc
     except RuntimeError as e:
         raise UserError(f"checkpoint {str(path)!r} does not fit space {space.name} ({str(e).splitlines()[0][:120]})") from None
     return net, ckpt
+
+
+def rng_state() -> dict:
+    """torch, numpy (Mixup draws from it) and Python (RandAugment) generators, as plain types and tensors."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
