@@ -58,7 +58,7 @@ class TrainConfig:
     align_batch: float = 0.5  # share of each batch (its first images) the alignment runs on: half ties the whole batch (docs/benchmarks.md)
     align_paths: str = "teacher"  # whose merge inputs the merges are aligned on: the teacher's, or every path's ("all")
     merge_lr_scale: float = 1.0  # the learning rate's multiple for the merges the largest path does not run (4: +0.05 on digits)
-    merge_fit_epochs: int = 3  # epochs after `epochs` fitting only those merges (nas.training.merge_fitting): worst swap 51% -> 16%
+    merge_fit_epochs: int = 0  # epochs after `epochs` fitting only those merges (nas.training.merge_fitting); nas.search's default 3
     seed: int = 0
     val_fraction: float = 0.1
     calib_batches: int = 10
