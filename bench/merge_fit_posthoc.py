@@ -24,6 +24,7 @@ import torch
 from nas.data import load_data, make_loader
 from nas.measure.costs import extreme_arch
 from nas.training.checkpoint import supernet_from_checkpoint
+from nas.training.merge_fitting import fitted_merges
 from nas.training.supernet_trainer import student_loss
 
 
@@ -51,8 +52,7 @@ def main() -> None:
 
     for param in net.parameters():
         param.requires_grad_(False)
-    params = [param for i in range(1, len(net.stages)) for op in space.merges[i - 1] if op != largest.merges[i - 1]
-              for param in net.stages[i].downsample[op].parameters()]
+    params = [param for merge in fitted_merges(net, largest) for param in merge.parameters()]
     for param in params:
         param.requires_grad_(True)
     print(f"{sum(param.numel() for param in params)} merge parameters trained")

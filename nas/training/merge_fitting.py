@@ -85,10 +85,7 @@ class MergeFitter:
             with trainer._autocast():
                 loss = loss_fn(self.net(x, arch).float(), teacher, y)
             trainer._check_finite(loss, epoch, step)
-            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-            for p, g in zip(self.params, grads):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
+            loss.backward(inputs=self.params)  # the frozen weights' gradients are never formed
             total += loss.item()
         average_gradients(self.net, trainer.world)
         if self.cfg.clip_grad:

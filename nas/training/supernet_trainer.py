@@ -27,7 +27,7 @@ from nas.errors import RunFailed, UserError
 from nas.measure.costs import arch_costs
 from nas.measure.evaluate import calibration_loader, evaluate
 from nas.training.base import MAX_EPOCHS, TrainerBase, check_common_settings, new_out_dir
-from nas.training.merge_fitting import MergeFitter, check_resumable, fit_paths
+from nas.training.merge_fitting import MergeFitter, check_resumable, fit_paths, fitted_merges
 from nas.training.sampling import DISTRIBUTIONS, STRATEGIES, TEACHER_STRATEGIES, PathSampler
 
 CHECKPOINT = "supernet.pt"
@@ -288,11 +288,7 @@ class Trainer(TrainerBase):
         them read what they make."""
         if self.cfg.merge_lr_scale == 1.0:
             return {}
-        largest = self.sampler.largest.merges
-        return {id(p): self.cfg.merge_lr_scale
-                for i, stage in enumerate(self.model.stages) if stage.downsample is not None
-                for op, merge in stage.downsample.items() if op != largest[i - 1]
-                for p in merge.parameters()}
+        return {id(p): self.cfg.merge_lr_scale for merge in fitted_merges(self.model, self.sampler.largest) for p in merge.parameters()}
 
     def _extra_state(self) -> dict:
         fitting = self.fitter.optimizer is not None and self.epoch > self.cfg.epochs
